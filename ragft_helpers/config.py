@@ -1,0 +1,164 @@
+"""Settings for the workbook: one object, read from ``RAGFT_*`` environment variables.
+
+Profiles change budgets (steps, sizes, number of questions), never code paths.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_PROFILE = "laptop"
+DEFAULT_SEED = 42
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budgets for one run of the workbook."""
+
+    name: str
+    description: str
+    train_max_steps: int  # optimiser steps per fine-tuning run
+    train_batch_size: int
+    block_size: int  # tokens per training example
+    train_max_chars: int | None  # cap on WikiText training text (None = all of it)
+    eval_max_tokens: int  # held-out tokens used for perplexity
+    eval_stride: int  # sliding-window stride for perplexity
+    eval_steps: int  # evaluate every N optimiser steps
+    learning_rate: float
+    max_new_tokens: int  # generation budget for answers and samples
+    n_questions: int | None  # questions scored by the harness (None = all)
+    kb_train_epochs: float  # epochs over the knowledge base in notebook 05
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI and a first look: tiny budgets, every code path, a few minutes on 2 CPU cores.",
+        train_max_steps=30,
+        train_batch_size=4,
+        block_size=128,
+        train_max_chars=200_000,
+        eval_max_tokens=4_096,
+        eval_stride=128,
+        eval_steps=10,
+        learning_rate=5e-5,
+        max_new_tokens=24,
+        n_questions=40,
+        kb_train_epochs=2.0,
+    ),
+    "laptop": Profile(
+        name="laptop",
+        description="The default: minutes per notebook on a laptop CPU.",
+        train_max_steps=200,
+        train_batch_size=8,
+        block_size=256,
+        train_max_chars=2_000_000,
+        eval_max_tokens=32_768,
+        eval_stride=256,
+        eval_steps=50,
+        learning_rate=5e-5,
+        max_new_tokens=48,
+        n_questions=None,
+        kb_train_epochs=5.0,
+    ),
+    "full": Profile(
+        name="full",
+        description="GPU scale: full WikiText-2 epochs and the whole question set.",
+        train_max_steps=3_000,
+        train_batch_size=8,
+        block_size=1_024,
+        train_max_chars=None,
+        eval_max_tokens=300_000,
+        eval_stride=512,
+        eval_steps=250,
+        learning_rate=5e-5,
+        max_new_tokens=64,
+        n_questions=None,
+        kb_train_epochs=10.0,
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the workbook cannot use; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: Profile
+    model: str | None = None  # RAGFT_MODEL: hub id or local path
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir({}))
+    wikitext_dir: Path | None = None  # RAGFT_WIKITEXT_DIR
+    seed: int = DEFAULT_SEED
+    chroma_url: str | None = None  # RAGFT_CHROMA_URL
+
+    def with_profile(self, name: str) -> "Settings":
+        return replace(self, profile=get_profile(name))
+
+
+def get_profile(name: str) -> Profile:
+    key = name.strip().lower()
+    if key not in PROFILES:
+        allowed = ", ".join(PROFILES)
+        raise ConfigError(f"RAGFT_PROFILE={name!r} is not a profile; use one of: {allowed}.")
+    return PROFILES[key]
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ragft"
+
+
+def _parse_seed(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"RAGFT_SEED={raw!r} is not a whole number; set it to e.g. 42.") from None
+
+
+def get_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    wikitext = env.get("RAGFT_WIKITEXT_DIR", "").strip()
+    return Settings(
+        profile=get_profile(env.get("RAGFT_PROFILE", "").strip() or DEFAULT_PROFILE),
+        model=env.get("RAGFT_MODEL", "").strip() or None,
+        cache_dir=Path(env["RAGFT_CACHE_DIR"]).expanduser() if env.get("RAGFT_CACHE_DIR", "").strip()
+        else default_cache_dir(env),
+        wikitext_dir=Path(wikitext).expanduser() if wikitext else None,
+        seed=_parse_seed(env.get("RAGFT_SEED", "").strip() or str(DEFAULT_SEED)),
+        chroma_url=env.get("RAGFT_CHROMA_URL", "").strip() or None,
+    )
+
+
+def ensure_writable_dir(path: Path, variable: str = "RAGFT_CACHE_DIR") -> Path:
+    """Create ``path`` if needed and check that files can be written there."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"Cannot write to the cache folder {path} ({err.strerror or err}). "
+            f"Free some disk space there, or set {variable} to a writable folder."
+        ) from err
+    return path
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) with one call."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # the config tests run without torch
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
