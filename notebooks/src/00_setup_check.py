@@ -1,0 +1,140 @@
+# %% [markdown]
+# # 00 · Setup check
+#
+# Before any language model is trained or any document is indexed, this notebook checks that the
+# machine in front of you can run the whole workbook — and tells you exactly what it will use.
+#
+# **Learning goals**
+# - Read the doctor's report: packages, device, memory, disk, and what to fix.
+# - Know which language model and embedding model this workbook resolved, and *where they came
+#   from* (the Hugging Face Hub, a local cache, or the bundled offline copies).
+# - Understand the three profiles (`smoke`, `laptop`, `full`) and how to switch between them.
+# - See an interactive widget work, since later notebooks use them.
+#
+# > **Offline by design.** Every notebook runs without the Hugging Face Hub. When the hub cannot be
+# > reached, the workbook says so in one line and uses the offline copies it installed.
+
+# %% [markdown]
+# ## Step 1 — Settings and the hub
+# Importing `ragft_helpers` probes the hub once (a few seconds at most) *before* any Hugging Face
+# library is imported, and switches those libraries to offline mode when it is unreachable.
+
+# %%
+import ragft_helpers
+from ragft_helpers import assets, doctor
+from ragft_helpers.config import PROFILES, get_settings
+
+settings = get_settings()
+print("profile:", settings.profile.name, "—", settings.profile.description)
+print("cache folder:", settings.cache_dir)
+print("hub:", "reachable" if ragft_helpers.HUB_STATUS.reachable else ragft_helpers.HUB_STATUS.reason)
+
+# %% [markdown]
+# ## Step 2 — The doctor
+# `ragft doctor` on the command line prints the same report. A row marked `False` in the `ok`
+# column comes with a fix.
+
+# %%
+checks = doctor.run_checks(settings)
+report = doctor.checks_frame(checks)
+report
+
+# %%
+# Checkpoint: every check passes on a machine that can run the workbook.
+problems = report[~report["ok"]]
+assert problems.empty, f"Fix these first:\n{problems[['check', 'fix']].to_string()}"
+
+# %% [markdown]
+# ## Step 3 — The resolved assets, with provenance
+# The language model chain is `RAGFT_MODEL` → `gpt2` (cache or hub) → the bundled
+# SmolLM2-135M-Instruct, converted once from GGUF into a plain, trainable checkpoint. The first
+# conversion takes about half a minute; later loads take a second or two.
+
+# %%
+import pandas as pd
+
+language_model = assets.load_causal_lm(settings)
+embedding = assets.resolve_embedding_model()
+model_parameters = sum(p.numel() for p in language_model.model.parameters())
+pd.DataFrame([
+    {"asset": "language model", "name": language_model.provenance.name,
+     "source": language_model.provenance.source, "location": language_model.provenance.location,
+     "parameters (M)": round(model_parameters / 1e6, 1),
+     "load time (s)": round(language_model.load_seconds, 1)},
+    {"asset": "embedding model", "name": embedding.name, "source": embedding.source,
+     "location": embedding.location, "parameters (M)": None, "load time (s)": None},
+])
+
+# %%
+# Checkpoint: the model really is a language model — it continues a sentence with new tokens.
+import torch
+
+tokenizer = language_model.tokenizer
+inputs = tokenizer("The ferry leaves the harbour at", return_tensors="pt")
+with torch.no_grad():
+    output = language_model.model.generate(**inputs, max_new_tokens=8, do_sample=False,
+                                           pad_token_id=tokenizer.eos_token_id)
+continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+print(repr(continuation))
+assert output.shape[1] > inputs["input_ids"].shape[1]
+assert getattr(language_model.model, "hf_quantizer", None) is None, "the model must be trainable"
+
+# %% [markdown]
+# ## Step 4 — Profiles
+# Profiles change *budgets* — training steps, block size, evaluation tokens, number of questions —
+# never the code that runs. Choose one before starting Jupyter:
+#
+# ```bash
+# RAGFT_PROFILE=smoke make lab     # a quick look, also what CI runs
+# make lab                         # laptop, the default
+# RAGFT_PROFILE=full make lab      # on a GPU
+# ```
+#
+# or in the first cell of a notebook, before `import ragft_helpers`:
+# `%env RAGFT_PROFILE=smoke`.
+
+# %%
+profiles = pd.DataFrame([vars(p) for p in PROFILES.values()]).set_index("name")
+profiles.T
+
+# %% [markdown]
+# ## Step 5 — Widgets
+# Later notebooks use `ipywidgets` for a sampling playground and a chat box. Move the slider: the
+# label below it should follow. The handler is an ordinary function, which is how every widget in
+# this workbook is tested without a browser.
+
+# %%
+import ipywidgets as widgets
+from IPython.display import display
+
+
+def describe_temperature(value: float) -> str:
+    return "greedy-like" if value < 0.3 else "balanced" if value < 1.2 else "adventurous"
+
+
+slider = widgets.FloatSlider(value=0.7, min=0.0, max=2.0, step=0.1, description="temperature")
+label = widgets.Label(describe_temperature(slider.value))
+slider.observe(lambda change: setattr(label, "value", describe_temperature(change["new"])), names="value")
+display(widgets.VBox([slider, label]))
+
+# %%
+# Checkpoint: the widget is wired — changing its value updates the label.
+slider.value = 1.5
+assert label.value == "adventurous"
+slider.value = 0.7
+
+# %% [markdown]
+# ## Summary
+# - The doctor checks packages, device, memory, disk and assets, and names a fix for each problem.
+# - Every model the workbook uses is resolved through a chain and reported with its source, so you
+#   always know whether you are looking at GPT-2 or at the bundled offline model.
+# - Profiles trade runtime for budget; the code path is the same for all of them.
+#
+# ## Exercises
+# 1. Run `ragft doctor` in a terminal. Which line would change on a machine with a GPU?
+# 2. Set `RAGFT_PROFILE=turbo` and import `ragft_helpers.config.get_settings()`. What does the
+#    error tell you to do?
+# 3. Point `HF_ENDPOINT` at `http://127.0.0.1:9` and restart the kernel. How long does the import
+#    of `ragft_helpers` take, and what does the provenance line say?
+# 4. Which profile budget would you raise first to make fine-tuning results more reliable, and
+#    what would it cost in runtime?
