@@ -1,0 +1,228 @@
+# %% [markdown]
+# # 02 · Fine-tuning GPT-2 on WikiText
+#
+# Fine-tuning keeps training a pretrained model on new text, so that the *weights themselves*
+# absorb its style and content. Here we fine-tune the workbook's causal language model (GPT-2
+# when the hub is reachable, otherwise the bundled SmolLM2-135M) on WikiText-2 and measure what
+# changed.
+#
+# **Learning goals**
+# - See why the fine-tuning snippet that circulates in tutorials fails with today's libraries, and
+#   what fixes each failure.
+# - Turn raw text into training blocks with `datasets.map`: tokenise, concatenate, cut, label.
+# - Train with `Trainer`, first on a tiny slice, then with the profile's budget; read the loss curve.
+# - Show with numbers that fine-tuning worked: perplexity on held-out text before vs after.
+# - Save the fine-tuned model where later notebooks find it.
+
+# %%
+import tempfile
+import time
+
+import pandas as pd
+
+import ragft_helpers  # probes the hub before any Hugging Face library is imported
+from ragft_helpers import assets, corpus, finetune, pitfalls
+from ragft_helpers.config import get_settings, set_seed
+
+settings = get_settings()
+set_seed(settings.seed)
+timings = {}
+start = time.perf_counter()
+base = assets.load_causal_lm(settings)
+wikitext, wikitext_provenance = corpus.load_wikitext(settings)
+timings["load model and data"] = time.perf_counter() - start
+tokenizer = finetune.ensure_pad_token(base.tokenizer)
+print(f"profile {settings.profile.name}: {settings.profile.train_max_steps} steps × "
+      f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens")
+
+# %% [markdown]
+# ## Step 1 — Why the usual snippet fails as written
+# Articles from 2023 fine-tune GPT-2 on WikiText with `GPT2Tokenizer.from_pretrained("gpt2")`,
+# `padding="max_length"`, a `Trainer` without labels and `TrainingArguments(evaluation_strategy=...)`.
+# Each line is run below against the installed libraries; the table shows what really happens.
+
+# %%
+scratch = tempfile.mkdtemp(prefix="ragft-pitfalls-")
+pitfall_table = pitfalls.snippet_pitfalls(
+    base.model, tokenizer, wikitext["train"]["text"][:2_000], scratch,
+    max_length=min(tokenizer.model_max_length, 1024),
+    hub_reachable=ragft_helpers.HUB_STATUS.reachable, hub_reason=ragft_helpers.HUB_STATUS.reason)
+pd.set_option("display.max_colwidth", 120)
+pitfall_table
+
+# %%
+# Checkpoint: the broken lines really break here (renamed argument, no pad token, no labels).
+broken = set(pitfall_table.loc[pitfall_table["fails"], "snippet"])
+assert any("evaluation_strategy" in s for s in broken)
+assert any("padding" in s for s in broken)
+assert any("no labels" in s for s in broken)
+
+# %% [markdown]
+# > **Why labels?** A causal LM learns to predict token *t+1* from tokens *1…t*. With
+# > `labels = input_ids`, the model shifts the labels by one itself and returns the loss.
+# > `DataCollatorForLanguageModeling(mlm=False)` builds those labels for every batch and sets the
+# > labels of padding to -100 so the loss ignores them — which is why it needs a pad token.
+#
+# ## Step 2 — From raw text to training blocks
+# `tokenize_and_group` drops blank lines, tokenises with a batched `datasets.map`, separates
+# articles with the end-of-sequence token, concatenates everything and cuts it into blocks of
+# `block_size` tokens. No block needs padding, and no token is wasted.
+
+# %%
+start = time.perf_counter()
+lm_datasets = finetune.tokenize_and_group(wikitext, tokenizer, settings.profile.block_size)
+timings["tokenize and group"] = time.perf_counter() - start
+block_table = pd.DataFrame([
+    {"split": split, "raw lines": len(wikitext[split]), "blocks": len(lm_datasets[split]),
+     "tokens": len(lm_datasets[split]) * settings.profile.block_size}
+    for split in ("train", "validation")])
+block_table
+
+# %%
+first_block = lm_datasets["train"][0]
+print(corpus.undo_escapes(tokenizer.decode(first_block["input_ids"]))[:600])
+# Checkpoint: every block is full length and its labels are its inputs.
+assert all(len(ids) == settings.profile.block_size for ids in lm_datasets["train"][:20]["input_ids"])
+assert first_block["labels"] == first_block["input_ids"]
+
+# %% [markdown]
+# ## Step 3 — A run on a small slice first
+# Before spending minutes, train a fresh copy for a handful of steps on a few blocks. If this
+# fails, it fails in seconds.
+
+# %%
+from datasets import DatasetDict
+
+slice_model = assets.load_causal_lm(settings, verbose=False).model
+tiny_slice = DatasetDict(train=lm_datasets["train"].select(range(8)),
+                         validation=lm_datasets["validation"].select(range(2)))
+slice_trainer = finetune.build_trainer(slice_model, tokenizer, tiny_slice, settings,
+                                       tempfile.mkdtemp(prefix="ragft-slice-"), max_steps=2,
+                                       eval_steps=2, save_strategy="no", eval_on_start=False)
+slice_output = slice_trainer.train()
+print(f"slice run: {slice_output.global_step} steps, loss {slice_output.training_loss:.3f}")
+assert slice_output.global_step == 2 and slice_output.training_loss < 20
+del slice_model, slice_trainer
+
+# %% [markdown]
+# ## Step 4 — Perplexity before fine-tuning
+# Measured on the held-out validation split, with the sliding window from notebook 01.
+
+# %%
+start = time.perf_counter()
+ppl_before = finetune.validation_perplexity(base.model, tokenizer, wikitext, settings)
+timings["perplexity (before)"] = time.perf_counter() - start
+print(f"before: perplexity {ppl_before.perplexity:.2f} over {ppl_before.n_tokens:,} tokens")
+
+# %% [markdown]
+# ## Step 5 — Fine-tune with the profile's budget
+# `finetune_on_wikitext` loads a fresh copy of the model, builds the `Trainer` (cosine schedule,
+# evaluation every `eval_steps`, checkpoints with `save_total_limit=2`, fp32 on a CPU and
+# bf16/fp16 on a GPU) and trains with a progress bar. Checkpoints live in the cache folder: a
+# re-run of this notebook resumes from the last one instead of starting over.
+
+# %%
+run = finetune.finetune_on_wikitext(settings)
+timings["fine-tune (incl. evaluations)"] = run.seconds
+history = run.history
+finetune.plot_loss_curve(history).set_title(f"Fine-tuning {base.provenance.name} on WikiText")
+history.tail()
+
+# %%
+evals = history.dropna(subset=["eval_loss"])
+print(f"validation loss {evals['eval_loss'].iloc[0]:.3f} → {evals['eval_loss'].iloc[-1]:.3f} "
+      f"after {run.train_output.global_step} steps")
+# Checkpoint: the validation loss went down during training.
+assert run.train_output.global_step == settings.profile.train_max_steps
+assert evals["eval_loss"].iloc[-1] < evals["eval_loss"].iloc[0]
+
+# %% [markdown]
+# ## Step 6 — Perplexity after fine-tuning
+
+# %%
+start = time.perf_counter()
+ppl_after = finetune.validation_perplexity(run.model, tokenizer, wikitext, settings)
+timings["perplexity (after)"] = time.perf_counter() - start
+perplexities = pd.DataFrame([
+    {"model": f"{base.provenance.name} (base)", "perplexity": ppl_before.perplexity,
+     "tokens evaluated": ppl_before.n_tokens},
+    {"model": f"{base.provenance.name} fine-tuned on WikiText", "perplexity": ppl_after.perplexity,
+     "tokens evaluated": ppl_after.n_tokens},
+])
+perplexities
+
+# %%
+change = 1 - ppl_after.perplexity / ppl_before.perplexity
+print(f"fine-tuning lowered validation perplexity by {change:.1%} "
+      f"({ppl_before.perplexity:.2f} → {ppl_after.perplexity:.2f})")
+# Checkpoint: perplexity on held-out text must drop, measured on the same tokens.
+assert ppl_after.n_tokens == ppl_before.n_tokens
+assert ppl_after.perplexity < ppl_before.perplexity
+
+# %% [markdown]
+# ## Step 7 — Generations before and after
+# The same prompts, greedy decoding, both models side by side. Look for WikiText's habits in the
+# fine-tuned column: its heading style, ` @-@ ` escapes, encyclopedic tone.
+
+# %%
+prompts = [" = Valkyrie = \n\n The", " The river flows", " In 1998 , the band"]
+generations = finetune.compare_generations(base.model, run.model, tokenizer, prompts,
+                                           max_new_tokens=settings.profile.max_new_tokens)
+generations
+
+# %%
+# Checkpoint: fine-tuning changed what the model writes.
+assert (generations["before"] != generations["after"]).any()
+
+# %% [markdown]
+# ## Step 8 — Save the fine-tuned model for later notebooks
+
+# %%
+saved_to = finetune.save_finetuned(run.model, tokenizer, finetune.WIKITEXT_FINETUNED, settings)
+reloaded = finetune.load_finetuned(finetune.WIKITEXT_FINETUNED, settings)
+print(f"saved to {saved_to}")
+sample = wikitext["validation"]["text"][:40]
+check_options = dict(max_length=settings.profile.block_size, max_tokens=512, progress=False)
+# Checkpoint: the reloaded model is the fine-tuned one, to the last digit that matters.
+reloaded_ppl = finetune.perplexity(reloaded.model, reloaded.tokenizer, sample, **check_options)
+trained_ppl = finetune.perplexity(run.model, tokenizer, sample, **check_options)
+assert abs(reloaded_ppl.perplexity - trained_ppl.perplexity) < 1e-3 * trained_ppl.perplexity
+
+# %% [markdown]
+# ## Step 9 — What this run cost on this machine
+
+# %%
+import os
+
+import torch
+
+runtime = pd.DataFrame([{"stage": stage, "seconds": round(seconds, 1)}
+                        for stage, seconds in timings.items()])
+runtime.loc[len(runtime)] = {"stage": "total", "seconds": round(sum(timings.values()), 1)}
+print(f"device: {finetune.training_device()}, {os.cpu_count()} cores, torch threads "
+      f"{torch.get_num_threads()}, profile {settings.profile.name}, model {base.provenance.name}, "
+      f"{run.train_output.global_step} steps × {settings.profile.train_batch_size} × "
+      f"{settings.profile.block_size} tokens")
+runtime
+
+# %% [markdown]
+# ## Summary
+# - The tutorial snippet breaks on today's libraries in three ways — a renamed argument, a
+#   tokenizer with no pad token, no labels — and wastes most of its compute on padding. Each fix is
+#   one line in `ragft_helpers.finetune`.
+# - Causal-LM data preparation is: drop blanks, tokenise, concatenate, cut into blocks, copy
+#   `input_ids` to `labels`.
+# - A short fine-tune lowered held-out perplexity (the table in step 6 has this run's numbers) and
+#   changed the style of generated text: the weights absorbed the corpus.
+# - What fine-tuning did *not* do is give the model a way to look facts up. Notebooks 03–04 take
+#   the other route: retrieval.
+#
+# ## Exercises
+# 1. Double `RAGFT_PROFILE`'s step budget (try `finetune_on_wikitext(settings, max_steps=...)`).
+#    Does validation perplexity keep falling? Where would you expect over-fitting to start?
+# 2. Change the learning rate to `5e-4`. What happens to the loss curve?
+# 3. Re-run step 5. Why does it finish at once, and where are the checkpoints?
+# 4. The perplexity in step 6 uses the base model's tokenizer. Why must before and after be
+#    measured on exactly the same tokens?
+# 5. Prompt both models with a question about a ferry company that does not exist. Does
+#    fine-tuning on WikiText help? What would?

@@ -1,0 +1,311 @@
+"""Documents and chunks: load a folder of text files and cut it into retrievable pieces.
+
+This is the one module notebooks import corpus functions from; it also re-exports the WikiText
+loader (:mod:`ragft_helpers.wikitext`).
+
+Chunking rule: a document is split at its headings (Markdown ``#`` … ``######``, WikiText
+`` = = Section = = ``), then each section body is packed into chunks of at most ``max_tokens``
+tokens (heading line included), preferring to end at a paragraph, then a line, then a sentence.
+Consecutive chunks of one section share up to ``overlap`` tokens of whole sentences.
+
+Chunk ids: ``sha256(folder, source, heading_path, text, occurrence)[:16]`` in hex, where
+``occurrence`` counts earlier chunks of the same document with the same heading path and text.
+The same text at the same place always gets the same id, so re-indexing can skip it; two identical
+chunks in one document still get distinct ids.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ragft_helpers.wikitext import (
+    FALLBACK_DIR,
+    RAW_FILES,
+    WikiTextError,
+    article_title,
+    cap_lines,
+    detokenize,
+    heading_level,
+    is_heading,
+    load_raw_folder,
+    load_wikitext,
+    raw_files,
+    read_raw_lines,
+    split_articles,
+    split_by_articles,
+    undo_escapes,
+)
+
+DEFAULT_PATTERNS = ("*.md", "*.txt", "*.raw")
+HEADING_SEPARATOR = " > "
+
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:[-*+>][ \t]|\||\d+[.)][ \t]))")
+_SENTENCE = re.compile(r"\S.*?(?:[.!?][\"')\]]*(?=\s)|$)", re.DOTALL)
+_WORD = re.compile(r"\S+")
+
+# How strongly a chunk should end just before a unit that starts ...
+_PARAGRAPH, _LINE, _SENTENCE_START, _WORD_START = 3, 2, 1, 0
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text file. ``source`` is its path relative to the loaded folder (posix), ``folder`` the
+    loaded folder's name; both default to the file's own name and its parent folder's name."""
+
+    path: Path
+    title: str
+    text: str
+    source: str = ""
+    folder: str = ""
+
+    def __post_init__(self):
+        path = Path(self.path)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "source", self.source or path.name)
+        object.__setattr__(self, "folder", self.folder or path.parent.name)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document: ``text`` is the heading path, a newline, then the body."""
+
+    id: str
+    text: str
+    metadata: dict = field(hash=False)
+
+    @property
+    def body(self) -> str:
+        return self.text[len(self.metadata["heading_path"]) + 1:]
+
+
+def word_count(text: str) -> int:
+    """The default token counter: whitespace-separated words."""
+    return len(text.split())
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def document_title(text: str, path: Path) -> str:
+    """The first ``# `` heading, else the first WikiText `` = Title = ``, else the file stem."""
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and line.startswith("# ") and line[2:].strip():
+            return _MD_HEADING.match(line).group(2)
+    for line in text.splitlines():
+        title = article_title(line)
+        if title:
+            return title
+    return path.stem
+
+
+def _read_text(path: Path) -> str | None:
+    """The file as text (LF line ends), or ``None`` when it is unreadable or not UTF-8 text."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_documents(folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> list[Document]:
+    """Every file under ``folder`` matching ``patterns`` (recursive, sorted by relative path).
+
+    Files in hidden folders (such as Jupyter's ``.ipynb_checkpoints``) are ignored. Unreadable,
+    binary (NUL bytes) or non-UTF-8 files are skipped with one warning naming them all.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"The document folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file: pass the folder that holds the documents.")
+    paths = {path for pattern in patterns for path in folder.rglob(pattern)
+             if path.is_file() and not any(part.startswith(".")
+                                           for part in path.relative_to(folder).parts)}
+    documents, skipped = [], []
+    for path in sorted(paths, key=lambda p: p.relative_to(folder).as_posix()):
+        source = path.relative_to(folder).as_posix()
+        text = _read_text(path)
+        if text is None:
+            skipped.append(source)
+            continue
+        documents.append(Document(path, document_title(text, path), text, source, folder.name))
+    if skipped:
+        warnings.warn(f"Skipped {len(skipped)} file(s) in {folder} that are unreadable or not "
+                      f"UTF-8 text: {', '.join(skipped)}", stacklevel=2)
+    if not documents:
+        raise ValueError(f"No readable documents in {folder}: put text files ending in "
+                         f"{', '.join(p.lstrip('*') for p in patterns)} there (UTF-8).")
+    return documents
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Section:
+    heading_path: str
+    start: int  # body span in the document text
+    end: int
+
+
+def _heading(line: str) -> tuple[int, str]:
+    """(level, title) of a Markdown or WikiText heading line, else (0, "")."""
+    match = _MD_HEADING.match(line)
+    if match:
+        return len(match.group(1)), match.group(2)
+    level = heading_level(line)
+    if level:
+        return level, line.strip()[2 * level:-2 * level].strip()
+    return 0, ""
+
+
+def _sections(doc: Document) -> list[_Section]:
+    """The document cut at its headings; a heading path starts with a level-1 heading or the title."""
+    sections, stack = [], []
+    path, body_start, position, in_fence = doc.title, 0, 0, False
+    for line in doc.text.splitlines(keepends=True):
+        line_start, position = position, position + len(line)
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        level, title = _heading(line.rstrip("\n"))
+        if not level:
+            continue
+        sections.append(_Section(path, body_start, line_start))
+        stack = [(lvl, name) for lvl, name in stack if lvl < level] + [(level, title)]
+        names = [name for _, name in stack]
+        path = HEADING_SEPARATOR.join(names if stack[0][0] == 1 else [doc.title, *names])
+        body_start = position
+    sections.append(_Section(path, body_start, len(doc.text)))
+    return sections
+
+
+# ---- units and packing -------------------------------------------------------------------------
+
+def _units(text: str, start: int, end: int, count: Callable[[str], int],
+           budget: int) -> list[tuple[int, int, int]]:
+    """(start, end, boundary strength) of the sentences in ``text[start:end]``.
+
+    Blocks are paragraphs and the items of lists, tables and quotes; other line breaks are soft
+    wraps inside a sentence. A sentence over ``budget`` tokens becomes words.
+    """
+    units = []
+    block_start, strength = start, _PARAGRAPH
+    for brk in [*_BLOCK_BREAK.finditer(text, start, end), None]:
+        block_end = brk.start() if brk else end
+        for sentence in _SENTENCE.finditer(text, block_start, block_end):
+            s = sentence.start()
+            e = s + len(sentence.group().rstrip())
+            if count(text[s:e]) <= budget:
+                units.append((s, e, strength))
+            else:
+                for word in _WORD.finditer(text, s, e):
+                    units.append((word.start(), word.end(), strength))
+                    strength = _WORD_START
+            strength = _SENTENCE_START
+        if brk:
+            block_start = brk.end()
+            strength = _PARAGRAPH if brk.group().count("\n") > 1 else _LINE
+    return units
+
+
+def _pack(counts: list[int], strengths: list[int], budget: int, overlap: int,
+          fits: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+    """Group units into (first, last) ranges of at most ``budget`` tokens with sentence overlap.
+
+    ``fits(first, last)`` checks the real count of a range, for tokenizers whose counts do not
+    add up across words.
+    """
+    ranges, first, n = [], 0, len(counts)
+    while first < n:
+        last, total = first, counts[first]
+        while last + 1 < n and total + counts[last + 1] <= budget:
+            last += 1
+            total += counts[last]
+        if last + 1 < n:  # end before the strongest boundary in the second half of the chunk
+            filled, best = 0, last + 1
+            for nxt in range(first + 1, last + 2):
+                filled += counts[nxt - 1]
+                if 2 * filled >= budget and strengths[nxt] >= strengths[best]:
+                    best = nxt
+            last = best - 1
+        while last > first and not fits(first, last):
+            last -= 1
+        ranges.append((first, last))
+        if last + 1 >= n:
+            break
+        start, tail = last + 1, 0
+        while start - 1 > first and tail + counts[start - 1] <= overlap:
+            start -= 1
+            tail += counts[start]
+        first = start
+    return ranges
+
+
+def chunk_document(doc: Document, *, max_tokens: int = 200, overlap: int = 40,
+                   count_tokens: Callable[[str], int] | None = None) -> list[Chunk]:
+    """Cut ``doc`` into chunks (see the module docstring for the rule).
+
+    ``count_tokens`` defaults to :func:`word_count`; for the embedder's real budget pass e.g.
+    ``lambda text: len(model.tokenizer.tokenize(text))``. The budget covers the heading line too;
+    a single word longer than the budget stays whole.
+    """
+    if max_tokens < 1 or not 0 <= overlap < max_tokens:
+        raise ValueError(f"Need max_tokens >= 1 and 0 <= overlap < max_tokens "
+                         f"(got max_tokens={max_tokens}, overlap={overlap}).")
+    count = count_tokens or word_count
+    chunks: list[Chunk] = []
+    seen: Counter = Counter()
+    for section in _sections(doc):
+        prefix = section.heading_path + "\n"
+        budget = max(max_tokens - count(prefix), max_tokens // 2)
+        units = _units(doc.text, section.start, section.end, count, budget)
+        if not units:
+            continue
+        counts = [count(doc.text[s:e]) for s, e, _ in units]
+
+        def fits(first: int, last: int) -> bool:
+            return count(prefix + doc.text[units[first][0]:units[last][1]]) <= max_tokens
+
+        for first, last in _pack(counts, [u[2] for u in units], budget, overlap, fits):
+            start, end = units[first][0], units[last][1]
+            text = prefix + doc.text[start:end]
+            key = (section.heading_path, text)
+            digest = hashlib.sha256("\x1f".join(
+                [doc.folder, doc.source, section.heading_path, text, str(seen[key])]).encode())
+            seen[key] += 1
+            chunks.append(Chunk(digest.hexdigest()[:16], text, {
+                "source": doc.source, "folder": doc.folder, "title": doc.title,
+                "heading_path": section.heading_path, "start_char": start, "end_char": end,
+                "chunk_index": len(chunks)}))
+    return chunks
+
+
+def chunk_documents(docs: Iterable[Document], **kwargs) -> list[Chunk]:
+    """:func:`chunk_document` over many documents (same keyword arguments)."""
+    return [chunk for doc in docs for chunk in chunk_document(doc, **kwargs)]
+
+
+__all__ = [
+    "Chunk", "DEFAULT_PATTERNS", "Document", "FALLBACK_DIR", "RAW_FILES", "WikiTextError",
+    "article_title", "cap_lines", "chunk_document", "chunk_documents", "detokenize",
+    "document_title", "heading_level", "is_heading", "load_documents", "load_raw_folder",
+    "load_wikitext", "raw_files", "read_raw_lines", "split_articles", "split_by_articles",
+    "undo_escapes", "word_count",
+]

@@ -1,0 +1,284 @@
+"""Fine-tuning helpers on a tiny GPT-2 and a tokenizer built here (no network, no model cache)."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ragft_helpers import finetune
+from ragft_helpers.assets import AssetError
+from ragft_helpers.config import PROFILES, get_settings
+
+SENTENCES = [
+    " the ferry leaves the harbour at nine and returns at noon . \n",
+    " the island has a lighthouse , a pier and a small school . \n",
+    " on windy days the crossing takes longer than usual . \n",
+]
+
+
+def wikitext_rows(n_articles: int) -> list[str]:
+    rows = []
+    for index in range(n_articles):
+        rows += [f" = Island {index % 3} = \n", ""] + SENTENCES + [""]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(wikitext_rows(3), trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+
+
+def tiny_model(tokenizer, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=64, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / "cache")})
+    profile = replace(PROFILES["smoke"], train_batch_size=8, eval_max_tokens=64, learning_rate=5e-3)
+    return replace(base, profile=profile)
+
+
+@pytest.fixture
+def lm_datasets(tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    raw = DatasetDict({"train": Dataset.from_dict({"text": wikitext_rows(40)}),
+                       "validation": Dataset.from_dict({"text": wikitext_rows(4)})})
+    return finetune.tokenize_and_group(raw, tokenizer, block_size=16)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+def test_group_texts_concatenates_short_documents_and_drops_the_remainder():
+    examples = {"input_ids": [[1, 2], [3], [4, 5, 6]], "attention_mask": [[1, 1], [1], [1, 1, 1]]}
+    blocks = finetune.group_texts(examples, block_size=4)
+    assert blocks == {"input_ids": [[1, 2, 3, 4]], "attention_mask": [[1, 1, 1, 1]],
+                      "labels": [[1, 2, 3, 4]]}
+    blocks["labels"][0][0] = -100
+    assert blocks["input_ids"][0][0] == 1  # labels is a copy
+
+
+@pytest.mark.parametrize("input_ids, block_size, expected", [
+    ([[1, 2], [3, 4], [5, 6]], 2, [[1, 2], [3, 4], [5, 6]]),
+    ([[], [1, 2, 3], []], 3, [[1, 2, 3]]),
+    ([[1, 2]], 3, []),
+    ([[], []], 2, []),
+])
+def test_group_texts_edge_cases(input_ids, block_size, expected):
+    blocks = finetune.group_texts({"input_ids": input_ids}, block_size)
+    assert blocks["input_ids"] == expected
+    assert blocks["labels"] == expected
+
+
+def test_tokenize_and_group_drops_empty_rows_and_separates_articles(tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    rows = wikitext_rows(2)
+    raw = DatasetDict({"train": Dataset.from_dict({"text": rows}),
+                       "validation": Dataset.from_dict({"text": ["", " \n"]})})
+    n_tokens = sum(len(tokenizer(row).input_ids) for row in rows)
+    grouped = finetune.tokenize_and_group(raw, tokenizer, block_size=4)
+    assert grouped["train"].column_names == ["input_ids", "labels"]
+    assert len(grouped["validation"]) == 0  # blank rows only
+    flat = [t for block in grouped["train"]["input_ids"] for t in block]
+    assert len(flat) == (n_tokens + 1) // 4 * 4  # one EOS, before the second article only
+    second_title = tokenizer(rows[len(rows) // 2]).input_ids
+    eos_at = flat.index(tokenizer.eos_token_id)
+    assert flat.count(tokenizer.eos_token_id) == 1
+    assert flat[eos_at + 1:eos_at + 1 + len(second_title)] == second_title
+    per_row = finetune.tokenize_and_group(raw, tokenizer, block_size=1, rows_are_documents=True)
+    non_empty = sum(1 for row in rows if row)
+    assert [t for b in per_row["train"]["input_ids"] for t in b].count(tokenizer.eos_token_id) == non_empty
+
+
+def test_ensure_pad_token_uses_eos_when_missing(tokenizer):
+    assert finetune.ensure_pad_token(tokenizer).pad_token == tokenizer.eos_token
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
+    smoke = get_settings({"RAGFT_PROFILE": "smoke"})
+    args = finetune.training_arguments(smoke, tmp_path)
+    assert args.eval_strategy == "steps"
+    profile = smoke.profile
+    assert (args.max_steps, args.eval_steps, args.logging_steps) == \
+        (profile.train_max_steps, profile.eval_steps, max(1, profile.eval_steps // 2))
+    assert args.lr_scheduler_type == "cosine" and isinstance(args.warmup_steps, int)
+    assert args.save_total_limit == 2 and args.seed == 42 and args.dataloader_num_workers == 0
+    if finetune.training_device() == "cpu":
+        assert args.use_cpu and not args.fp16 and not args.bf16
+    overridden = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "smoke"}), tmp_path,
+                                             max_steps=7, learning_rate=1e-3)
+    assert (overridden.max_steps, overridden.learning_rate) == (7, 1e-3)
+
+
+def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, settings, lm_datasets,
+                                                                tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = tiny_model(tokenizer)
+    validation_text = wikitext_rows(4)
+    before = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
+    trainer = finetune.build_trainer(model, tokenizer, lm_datasets, settings, tmp_path / "run",
+                                     max_steps=20, eval_steps=10, logging_steps=2,
+                                     disable_tqdm=True)
+    assert len(trainer.eval_dataset) == 64 // 16  # cut to eval_max_tokens
+    output = finetune.train(trainer)
+    assert output.global_step == 20
+    history = finetune.log_history_frame(trainer)
+    train_losses = history["train_loss"].dropna()
+    assert train_losses.iloc[0] > train_losses.iloc[-1] + 1.0
+    eval_losses = history["eval_loss"].dropna()
+    assert list(history.loc[history["eval_loss"].notna(), "step"]) == [0, 10, 20]
+    assert eval_losses.iloc[-1] < before.mean_nll
+    after = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
+    assert after.perplexity < before.perplexity
+    ax = finetune.plot_loss_curve(history)
+    assert [line.get_label() for line in ax.get_lines()] == ["train loss", "validation loss"]
+
+
+def test_train_resumes_from_the_last_checkpoint(tokenizer, settings, lm_datasets, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    options = dict(eval_steps=5, logging_steps=5, disable_tqdm=True)
+    first = finetune.build_trainer(tiny_model(tokenizer), tokenizer, lm_datasets, settings, run_dir,
+                                   max_steps=10, **options)
+    assert finetune.train(first).global_step == 10
+    assert (run_dir / "checkpoint-10").is_dir()
+    second = finetune.build_trainer(tiny_model(tokenizer, seed=1), tokenizer, lm_datasets, settings,
+                                    run_dir, max_steps=14, **options)
+    assert finetune.train(second).global_step == 14
+    assert f"Resuming from {run_dir / 'checkpoint-10'}" in capsys.readouterr().out
+    history = finetune.log_history_frame(second)
+    assert history["step"].tolist()[:3] == [0, 1, 5]  # the first run's log is kept
+    assert history.loc[history["eval_loss"].notna(), "step"].tolist() == [0, 5, 10, 14]
+
+
+def test_train_reloads_a_finished_run_without_training(tokenizer, settings, lm_datasets, tmp_path,
+                                                       capsys):
+    run_dir = tmp_path / "run"
+    options = dict(max_steps=6, eval_steps=3, logging_steps=3, disable_tqdm=True)
+    trained = tiny_model(tokenizer)
+    first = finetune.build_trainer(trained, tokenizer, lm_datasets, settings, run_dir, **options)
+    finetune.train(first)
+    reloaded = tiny_model(tokenizer, seed=1)
+    second = finetune.build_trainer(reloaded, tokenizer, lm_datasets, settings, run_dir, **options)
+    output = finetune.train(second)
+    assert "Training already finished" in capsys.readouterr().out
+    assert output.global_step == 6 and not (run_dir / "checkpoint-7").exists()
+    for name, weights in trained.state_dict().items():
+        assert torch.equal(weights, reloaded.state_dict()[name]), name
+    first_history = finetune.log_history_frame(first)
+    assert finetune.log_history_frame(second).equals(first_history)
+    assert output.training_loss == pytest.approx(first_history["train_loss"].mean())
+
+
+def test_count_parameters(tokenizer):
+    model = tiny_model(tokenizer)
+    trainable, total = finetune.count_parameters(model)
+    assert trainable == total == sum(p.numel() for p in model.parameters())
+    model.transformer.wte.weight.requires_grad_(False)  # tied to lm_head: counted once
+    assert finetune.count_parameters(model) == (total - model.transformer.wte.weight.numel(), total)
+
+
+# ---- perplexity ----------------------------------------------------------------------------------
+
+def hand_nll(model, ids: list[int], max_length: int, stride: int) -> tuple[float, int]:
+    """Sum of -log p(token) over predicted tokens, one forward pass per token, softmax by hand.
+
+    A token at position t is predicted from the window that scores it: the first window whose end
+    passes t, starting at the smallest multiple of ``stride`` with start + max_length > t; it is
+    not predicted when it is that window's first token.
+    """
+    total, count = 0.0, 0
+    for t in range(1, len(ids)):
+        start = 0 if t < max_length else ((t - max_length) // stride + 1) * stride
+        if start == t:
+            continue
+        with torch.no_grad():
+            logits = model(torch.tensor([ids[start:t]])).logits[0, -1].double()
+        log_probs = logits - torch.log(torch.exp(logits - logits.max()).sum()) - logits.max()
+        total -= log_probs[ids[t]].item()
+        count += 1
+    return total, count
+
+
+@pytest.mark.parametrize("max_length, stride", [(8, 8), (8, 3), (8, 1), (32, 32)])
+def test_perplexity_matches_a_hand_computation(tokenizer, max_length, stride):
+    model = tiny_model(tokenizer).eval()
+    text = "".join(SENTENCES)
+    ids = tokenizer(text).input_ids
+    assert len(ids) > 24  # several windows of 8 tokens
+    result = finetune.perplexity(model, tokenizer, text, max_length=max_length, stride=stride,
+                                 progress=False)
+    total, count = hand_nll(model, ids, max_length, stride)
+    assert result.n_tokens == count
+    assert result.n_windows == len(finetune.window_starts(len(ids), max_length, stride))
+    assert result.mean_nll == pytest.approx(total / count, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+    if stride < max_length:
+        assert count == len(ids) - 1
+
+
+def test_perplexity_caps_tokens_and_joins_texts(tokenizer):
+    from datasets import Dataset
+
+    model = tiny_model(tokenizer)
+    dataset = Dataset.from_dict({"text": SENTENCES})
+    from_dataset = finetune.perplexity(model, tokenizer, dataset, max_length=8, stride=4, progress=False)
+    from_text = finetune.perplexity(model, tokenizer, "\n\n".join(SENTENCES), max_length=8, stride=4,
+                                    progress=False)
+    assert from_dataset == from_text
+    capped = finetune.perplexity(model, tokenizer, dataset, max_length=8, max_tokens=10, progress=False)
+    assert capped.n_tokens == 10 - 2  # windows [0, 8) and [8, 10)
+    assert model.training  # the model's mode is restored
+    with pytest.raises(ValueError, match="stride"):
+        finetune.perplexity(model, tokenizer, dataset, max_length=8, stride=9)
+
+
+# ---- generation, saving --------------------------------------------------------------------------
+
+def test_generate_returns_only_the_continuation(tokenizer):
+    model = tiny_model(tokenizer)
+    prompts = ["the ferry leaves", "the island has"]
+    greedy = finetune.generate(model, tokenizer, prompts, max_new_tokens=4)
+    assert len(greedy) == 2 and greedy == finetune.generate(model, tokenizer, prompts, max_new_tokens=4)
+    assert all(len(text.split()) <= 4 and not text.startswith(p) for text, p in zip(greedy, prompts))
+    sampled = [finetune.generate(model, tokenizer, prompts, max_new_tokens=6, do_sample=True,
+                                 temperature=1.5, top_k=5, seed=3) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    table = finetune.compare_generations(model, tiny_model(tokenizer, seed=2), tokenizer, prompts,
+                                         max_new_tokens=4)
+    assert table.columns.tolist() == ["prompt", "before", "after"]
+    assert table["before"].tolist() == greedy
+
+
+def test_save_and_load_finetuned(tokenizer, settings):
+    model = tiny_model(tokenizer).eval()
+    path = finetune.save_finetuned(model, tokenizer, "tiny", settings)
+    assert path == settings.cache_dir / "finetuned" / "tiny"
+    assert (path / "model.safetensors").is_file()
+    loaded = finetune.load_finetuned("tiny", settings)
+    ids = torch.tensor([tokenizer("the ferry leaves").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, loaded.model(ids).logits)
+    assert loaded.provenance.name == "tiny"
+
+
+def test_load_finetuned_names_the_notebook_that_creates_it(settings):
+    with pytest.raises(AssetError, match="notebook 02") as caught:
+        finetune.load_finetuned(finetune.WIKITEXT_FINETUNED, settings)
+    assert str(settings.cache_dir / "finetuned" / finetune.WIKITEXT_FINETUNED) in str(caught.value)

@@ -1,0 +1,19 @@
+"""Tiny, offline stand-ins for exercising code paths: a word-level tokenizer built from text."""
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+TINY_TEXT = (
+    "the ferry leaves the harbour at seven and returns at nine . "
+    "the island has a lighthouse , a school and a small market . "
+    "a ticket costs four pounds for adults and two pounds for children . "
+)
+
+
+def tiny_tokenizer(text: str = TINY_TEXT) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the words of ``text`` plus ``<unk>`` and ``<eos>``."""
+    vocab = {"<unk>": 0, "<eos>": 1}
+    for word in text.split():
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
