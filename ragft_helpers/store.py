@@ -1,0 +1,284 @@
+"""The Chroma index of the knowledge base: client, embedding function, incremental (re)indexing.
+
+The index lives in ``RAGFT_CACHE_DIR/chroma`` (an embedded ``PersistentClient``) unless
+``RAGFT_CHROMA_URL`` points at a ``chroma run`` server. Embeddings always come from the resolved
+all-MiniLM-L6-v2 (:func:`ragft_helpers.assets.load_embedding_model`), passed explicitly whenever a
+collection is opened, never from Chroma's default embedding function (it downloads at run time).
+
+Re-indexing is incremental because chunk ids are derived from content
+(:mod:`ragft_helpers.corpus`): unchanged chunks are skipped, new ids are embedded and added, ids
+no longer present are deleted.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
+
+import chromadb
+from chromadb.api.shared_system_client import SharedSystemClient
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError, InternalError, NotFoundError
+from chromadb.utils.embedding_functions import register_embedding_function
+
+from ragft_helpers.assets import load_embedding_model
+from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
+from ragft_helpers.corpus import DEFAULT_PATTERNS, Chunk, chunk_documents, load_documents
+
+DEFAULT_COLLECTION = "knowledge"
+EMBED_BATCH_SIZE = 64  # chunks per embedding call (one progress-bar step)
+BUILD_HINT = ("run notebook 03, or ragft_helpers.store.index_folder('data/knowledge') "
+              "to build it")
+
+
+class StoreError(RuntimeError):
+    """The index cannot be opened; the message says how to fix it."""
+
+
+class CorruptIndexError(StoreError):
+    """The persistent index folder cannot be read; :func:`reset_index` rebuilds it."""
+
+
+class MissingIndexError(StoreError):
+    """The collection is absent or empty: nothing to retrieve from yet."""
+
+
+@lru_cache(maxsize=1)
+def shared_embedding_model():
+    """The all-MiniLM-L6-v2 ``SentenceTransformer``, loaded once per process."""
+    model, _ = load_embedding_model()
+    return model
+
+
+@register_embedding_function
+class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Chroma embedding function over the resolved all-MiniLM-L6-v2 (normalized embeddings).
+
+    Its stored config names the model, not a path, so an index keeps working when the
+    environment moves; the model itself is resolved on first use.
+    """
+
+    def __init__(self, model: Any = None, batch_size: int = 32):
+        self._model = model
+        self.batch_size = batch_size
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = shared_embedding_model()
+        return self._model
+
+    def __call__(self, input: Documents) -> Embeddings:
+        vectors = self.model.encode(list(input), batch_size=self.batch_size,
+                                    normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False)
+        return list(vectors)
+
+    @staticmethod
+    def name() -> str:
+        return "ragft-all-minilm-l6-v2"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": "all-MiniLM-L6-v2", "normalize_embeddings": True,
+                "batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> "MiniLMEmbeddingFunction":
+        return MiniLMEmbeddingFunction(batch_size=int(config.get("batch_size", 32)))
+
+    def default_space(self) -> str:
+        return "cosine"
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """Chunk counts of one (re)index: ``added`` (embedded, from sources new to the index),
+    ``updated`` (embedded, from sources already indexed), ``removed`` (deleted),
+    ``unchanged`` (already indexed, not re-embedded)."""
+
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    seconds: float
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.updated
+
+
+# ---- client and collection ---------------------------------------------------------------------
+
+def persistent_path(settings: Settings) -> Path:
+    return settings.cache_dir / "chroma"
+
+
+def _chroma_settings() -> ChromaSettings:
+    return ChromaSettings(anonymized_telemetry=False)
+
+
+def _server_hint(settings: Settings) -> str:
+    return (f"Start one with `chroma run --path {settings.cache_dir / 'chroma-server'} "
+            f"--host 127.0.0.1 --port 8000`, or unset RAGFT_CHROMA_URL to use the embedded index "
+            f"in {persistent_path(settings)}.")
+
+
+def _corrupt(path: Path, err: Exception) -> CorruptIndexError:
+    return CorruptIndexError(
+        f"The index folder {path} cannot be read ({type(err).__name__}: {err}): it is corrupted "
+        "or was written by an incompatible Chroma version. Call "
+        "ragft_helpers.store.reset_index() to delete it and start again, then rebuild the index.")
+
+
+def _server_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, ssl) of a server URL such as ``http://127.0.0.1:8000``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ConfigError(f"RAGFT_CHROMA_URL={url!r} is not a server address like "
+                          "http://127.0.0.1:8000.")
+    ssl = parts.scheme == "https"
+    return parts.hostname, port or (443 if ssl else 8000), ssl
+
+
+def make_client(settings: Settings | None = None):
+    """A Chroma client: ``HttpClient`` for ``RAGFT_CHROMA_URL``, else a ``PersistentClient``."""
+    settings = settings or get_settings()
+    if settings.chroma_url:
+        host, port, ssl = _server_address(settings.chroma_url)
+        try:
+            return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=_chroma_settings())
+        except Exception as err:  # ValueError("Could not connect ..."), httpx errors
+            raise StoreError(f"Cannot reach the Chroma server at {settings.chroma_url} "
+                             f"(RAGFT_CHROMA_URL): {err} {_server_hint(settings)}") from err
+    path = ensure_writable_dir(persistent_path(settings))
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
+    except ChromaError as err:  # e.g. InternalError "file is not a database"
+        # Chroma caches the half-started system per path; drop it so a later client starts afresh.
+        SharedSystemClient._identifier_to_system.pop(str(path), None)
+        raise _corrupt(path, err) from err
+
+
+def open_collection(settings: Settings | None = None, name: str = DEFAULT_COLLECTION,
+                    client=None, embedding_function: EmbeddingFunction | None = None):
+    """Get or create collection ``name`` with cosine distance and the MiniLM embedding function."""
+    settings = settings or get_settings()
+    owned = client is None
+    client = client or make_client(settings)
+    try:
+        return client.get_or_create_collection(
+            name, configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=embedding_function or MiniLMEmbeddingFunction())
+    except InternalError as err:
+        if owned and not settings.chroma_url:
+            raise _corrupt(persistent_path(settings), err) from err
+        raise
+
+
+def reset_index(settings: Settings | None = None, name: str = DEFAULT_COLLECTION, client=None,
+                embedding_function: EmbeddingFunction | None = None):
+    """Delete collection ``name`` and return it new and empty.
+
+    When the persistent folder itself is unreadable, the whole folder is removed.
+    """
+    settings = settings or get_settings()
+    try:
+        client = client or make_client(settings)
+        try:
+            client.delete_collection(name)
+        except NotFoundError:
+            pass
+    except CorruptIndexError:
+        shutil.rmtree(persistent_path(settings), ignore_errors=True)
+        client = make_client(settings)
+    return open_collection(settings, name, client, embedding_function)
+
+
+def require_index(collection) -> int:
+    """The number of chunks in ``collection``; :class:`MissingIndexError` when there are none."""
+    count = collection.count()
+    if count == 0:
+        raise MissingIndexError(f"The index '{collection.name}' is empty: {BUILD_HINT}.")
+    return count
+
+
+def index_stats(collection) -> dict[str, int]:
+    """Number of chunks per source, sorted by source."""
+    metadatas = collection.get(include=["metadatas"])["metadatas"]
+    return dict(sorted(Counter(m["source"] for m in metadatas).items()))
+
+
+# ---- indexing ----------------------------------------------------------------------------------
+
+def _key(metadata: dict) -> tuple[str, str]:
+    return metadata.get("folder", ""), metadata["source"]
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def build_index(chunks: Iterable[Chunk], collection, *, replace_folder: str | None = None,
+                batch_size: int = EMBED_BATCH_SIZE, progress: bool = True) -> IndexReport:
+    """Make ``collection`` hold exactly ``chunks`` for the sources they come from.
+
+    Only new ids are embedded; ids of those sources that are no longer present are deleted, and
+    chunks whose text is unchanged but whose offsets moved get their metadata updated without
+    re-embedding. With ``replace_folder``, sources of that folder without chunks are removed too.
+    Writes are at most the client's maximum batch size.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    incoming = {chunk.id: chunk for chunk in chunks}
+    existing = collection.get(include=["metadatas"])
+    stored = dict(zip(existing["ids"], existing["metadatas"]))
+    sources = {_key(chunk.metadata) for chunk in incoming.values()}
+    stored_sources = {_key(metadata) for metadata in stored.values()}
+
+    def is_stale(id_: str, metadata: dict) -> bool:
+        if id_ in incoming:
+            return False
+        return _key(metadata) in sources or (
+            replace_folder is not None and metadata.get("folder") == replace_folder)
+
+    stale = [id_ for id_, metadata in stored.items() if is_stale(id_, metadata)]
+    new = sorted((c for c in incoming.values() if c.id not in stored), key=lambda c: len(c.text))
+    moved = [c for c in incoming.values() if c.id in stored and stored[c.id] != c.metadata]
+
+    size = max(1, min(batch_size, collection._client.get_max_batch_size()))
+    for batch in _batches(stale, size):
+        collection.delete(ids=list(batch))
+    for batch in _batches(moved, size):
+        collection.update(ids=[c.id for c in batch], metadatas=[c.metadata for c in batch])
+    with tqdm(total=len(new), desc="Embedding chunks", unit="chunk",
+              disable=not progress or not new) as bar:
+        for batch in _batches(new, size):
+            collection.add(ids=[c.id for c in batch], documents=[c.text for c in batch],
+                           metadatas=[c.metadata for c in batch])
+            bar.update(len(batch))
+    added = sum(1 for c in new if _key(c.metadata) not in stored_sources)
+    return IndexReport(added=added, updated=len(new) - added, removed=len(stale),
+                       unchanged=len(incoming) - len(new), seconds=time.perf_counter() - start)
+
+
+def index_folder(folder: str | Path, collection=None, *, settings: Settings | None = None,
+                 patterns: Sequence[str] = DEFAULT_PATTERNS, progress: bool = True,
+                 **chunk_options) -> IndexReport:
+    """Load, chunk and index every document under ``folder``; documents that left the folder
+    are removed from the index. ``chunk_options`` go to :func:`ragft_helpers.corpus.chunk_document`.
+    """
+    collection = collection if collection is not None else open_collection(settings)
+    documents = load_documents(folder, patterns)
+    chunks = chunk_documents(documents, **chunk_options)
+    return build_index(chunks, collection, replace_folder=documents[0].folder, progress=progress)
