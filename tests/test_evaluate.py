@@ -1,0 +1,47 @@
+import pytest
+
+from ragft_helpers import evaluate
+from ragft_helpers.qa import Question
+
+
+def _q(answer="£14.50", aliases=("14.50",), type_="numeric"):
+    return Question("q", "How much?", answer, aliases, ("£1", "£2", "£3"), (("a.md", "A"),),
+                    type_, ("It costs £14.50.",))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("An adult single costs £14.50.", True),
+    ("It is 14.50 pounds", True),
+    ("It costs £114.50.", False),
+    ("£14.5", False),
+    ("I don't know.", False),
+])
+def test_containment_is_normalised_and_whole_word(text, expected):
+    assert evaluate.contains_answer(text, _q()) is expected
+
+
+def test_times_and_case_are_normalised():
+    q = _q(answer="07:45", aliases=())
+    assert evaluate.contains_answer("The first sailing leaves at 07:45.", q)
+    assert not evaluate.contains_answer("The first sailing leaves at 17:45.", q)
+    assert evaluate.contains_answer("the KITTIWAKE star", _q(answer="Kittiwake Star", aliases=()))
+
+
+@pytest.mark.parametrize("text", ["I don't know.", "I do not know the answer.",
+                                  "The context does not say.", "That is not mentioned.",
+                                  "I don’t know — the knowledge base has nothing on that."])
+def test_abstentions_are_detected(text):
+    assert evaluate.is_abstention(text.replace("’", "'"))
+
+
+@pytest.mark.parametrize("text", ["The fare is £14.50.", "You know the ferry leaves at 9."])
+def test_answers_are_not_abstentions(text):
+    assert not evaluate.is_abstention(text)
+
+
+def test_score_answers_counts_abstention_as_right_only_when_unanswerable():
+    answerable, unanswerable = _q(), _q(answer=None, aliases=(), type_="unanswerable")
+    table = evaluate.score_answers([answerable, unanswerable], lambda question: "I don't know.")
+    assert list(table["correct"]) == [False, True]
+    assert list(table["abstained"]) == [True, True]
+    assert (table["seconds"] >= 0).all()
