@@ -28,7 +28,7 @@ def cmd_prefetch(_args) -> int:
             print(f"downloading {repo} → {snapshot_download(repo)}")
         from ragft_helpers import wikitext
 
-        wikitext.prefetch_hub_dataset()
+        print(f"downloaded {wikitext.prefetch_hub_dataset().line()}")
     else:
         print(f"The hub is not reachable ({status.reason}); reporting what is cached.")
         for repo in (assets.GPT2, assets.EMBEDDING_REPO):

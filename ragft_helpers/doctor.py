@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragft_helpers import assets, hub
+from ragft_helpers import assets, hub, wikitext
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sentence-transformers", "peft",
@@ -77,6 +77,10 @@ def _asset_checks(settings: Settings) -> list[Check]:
         checks.append(Check("embedding model", candidate.provenance("embedding").line()))
     except assets.AssetError as err:
         checks.append(Check("embedding model", "none", False, str(err)))
+    try:
+        checks.append(Check("wikitext", wikitext.describe_source(settings)))
+    except wikitext.WikiTextError as err:
+        checks.append(Check("wikitext", "invalid", False, str(err)))
     return checks
 
 

@@ -2,11 +2,12 @@
 
 Source chain (first that works wins), with one provenance line printed:
 
-1. ``RAGFT_WIKITEXT_DIR``: a folder with any of ``wiki.train.raw``, ``wiki.valid.raw``,
-   ``wiki.test.raw`` (LF or CRLF). An explicit setting wins, as ``RAGFT_MODEL`` does for models;
-   a folder that is missing or holds none of those files is an error, never skipped.
-2. The hub dataset ``wikitext`` / ``wikitext-2-raw-v1``, from the hub when it is reachable or
-   else from the local datasets cache (offline mode makes a cache miss fail at once).
+1. The hub dataset ``wikitext`` / ``wikitext-2-raw-v1``, from the hub when it is reachable or
+   else from the local datasets cache that ``ragft prefetch`` fills (offline mode makes a cache
+   miss fail at once).
+2. ``RAGFT_WIKITEXT_DIR``: a folder with any of ``wiki.train.raw``, ``wiki.valid.raw``,
+   ``wiki.test.raw`` (LF or CRLF). It is read first, so a folder that is missing or holds none
+   of those files is an error, never skipped.
 3. The small fallback corpus in WikiText raw format shipped in the repo, ``data/wikitext-fallback/``.
 
 Rows are the lines of the raw files, as in the hub dataset: a line keeps its ``\\n``, and a blank
@@ -205,14 +206,16 @@ def _dataset_dict(lines: dict[str, list[str]]):
 
 
 def _load_from_chain(settings: Settings):
-    if settings.wikitext_dir is not None:
-        lines, note = load_raw_folder(settings.wikitext_dir)
-        return _dataset_dict(lines), Provenance("dataset", DATASET_NAME, SOURCE_FOLDER,
-                                                str(settings.wikitext_dir), note)
+    folder_lines = load_raw_folder(settings.wikitext_dir) if settings.wikitext_dir else None
     dataset_dict, detail = _load_hub_dataset()
     if dataset_dict is not None:
         source = SOURCE_DATASETS_CACHE if hub.offline_requested() else SOURCE_HUB
         return dataset_dict, Provenance("dataset", DATASET_NAME, source, detail)
+    if folder_lines is not None:
+        lines, note = folder_lines
+        return _dataset_dict(lines), Provenance("dataset", DATASET_NAME, SOURCE_FOLDER,
+                                                str(settings.wikitext_dir),
+                                                f"{note}; hub dataset unavailable: {detail}")
     if not raw_files(FALLBACK_DIR):
         raise WikiTextError(f"No WikiText available: the hub dataset is unavailable ({detail}) and "
                             f"the fallback corpus {FALLBACK_DIR} has no wiki.*.raw file. Set "
@@ -223,6 +226,29 @@ def _load_from_chain(settings: Settings):
             "'ragft prefetch' online for the real corpus")
     return _dataset_dict(lines), Provenance("dataset", FALLBACK_NAME, SOURCE_FALLBACK,
                                             str(FALLBACK_DIR), note)
+
+
+def prefetch_hub_dataset():
+    """Download WikiText-2 raw into the datasets cache (for ``ragft prefetch``); its provenance."""
+    dataset_dict, detail = _load_hub_dataset()
+    if dataset_dict is None:
+        raise WikiTextError(f"Could not download {DATASET_NAME}: {detail}")
+    return Provenance("dataset", DATASET_NAME, SOURCE_HUB, detail)
+
+
+def describe_source(settings: Settings) -> str:
+    """Where :func:`load_wikitext` will read from, without loading anything (for ``ragft doctor``)."""
+    if hub.status().reachable:
+        return f"{DATASET_NAME} ({SOURCE_HUB})"
+    if settings.wikitext_dir is not None:
+        files = raw_files(settings.wikitext_dir) if settings.wikitext_dir.is_dir() else {}
+        if not files:
+            raise WikiTextError(_missing_files_message(settings.wikitext_dir, "holds no wiki.*.raw file"
+                                                       if settings.wikitext_dir.is_dir() else
+                                                       "does not exist or is not a folder"))
+        return f"{DATASET_NAME} ({SOURCE_FOLDER}: {', '.join(p.name for p in files.values())}) " \
+               "unless the datasets cache holds it"
+    return f"{FALLBACK_NAME} ({SOURCE_FALLBACK}) unless the datasets cache holds {DATASET_NAME}"
 
 
 def load_wikitext(settings: Settings | None = None, *, verbose: bool = True):

@@ -234,3 +234,20 @@ def test_real_wikitext_test_split_is_split_by_whole_articles(tmp_path):
     assert not set(train_titles) & set(validation_titles)
     again, _ = wikitext.load_wikitext(settings, verbose=False)
     assert titles(again["validation"]["text"]) == validation_titles
+
+
+def test_hub_dataset_comes_before_the_folder_which_is_still_checked(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    folder = tmp_path / "wt"
+    write_raw(folder, "wiki.test.raw", range(12))
+    hub_data = DatasetDict({"train": Dataset.from_dict({"text": [" = Hub = \n"]}),
+                            "validation": Dataset.from_dict({"text": [" v \n"]})})
+    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (hub_data, "wikitext"))
+    data, provenance = wikitext.load_wikitext(settings_for(folder, tmp_path), verbose=False)
+    assert titles(data["train"]["text"]) == ["Hub"] and provenance.location == "wikitext"
+    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (None, "offline"))
+    data, provenance = wikitext.load_wikitext(settings_for(folder, tmp_path), verbose=False)
+    assert provenance.source == wikitext.SOURCE_FOLDER and "offline" in provenance.note
+    with pytest.raises(wikitext.WikiTextError, match="does not exist"):
+        wikitext.load_wikitext(settings_for(tmp_path / "nowhere", tmp_path), verbose=False)
