@@ -1,0 +1,109 @@
+"""Wall time and peak memory of each notebook, executed top to bottom in a fresh kernel.
+
+    python benchmarks/bench_notebooks.py --profile laptop                 # every notebook
+    python benchmarks/bench_notebooks.py --profile smoke 02 04            # some of them
+
+Peak memory is the largest resident set (RSS) of the kernel process tree, sampled every 0.2 s.
+Writes benchmarks/results/notebooks-<profile>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {  # (whole-suite minutes, peak GB of any notebook)
+    "smoke": (10.0, 4.0),
+    "laptop": (45.0, 4.0),
+}
+NOTEBOOK_02_PEAK_GB = 3.0  # laptop profile
+
+
+def tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, float, int]:
+    """(seconds, peak GB, exit code) of one nbconvert execution."""
+    out_dir = tempfile.mkdtemp(prefix="ragft-bench-")
+    command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+               f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", out_dir, str(path)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watched = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss(watched))
+        time.sleep(0.2)
+    seconds = time.perf_counter() - start
+    if process.returncode:
+        print(process.stderr.read().decode()[-2000:], file=sys.stderr)
+    return seconds, peak / 2**30, process.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 02 04 (default: all)")
+    parser.add_argument("--profile", default="laptop")
+    parser.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args()
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.numbers:
+        notebooks = [p for p in notebooks if p.name[:2] in args.numbers]
+    env = {**os.environ, "RAGFT_PROFILE": args.profile}
+    rows, failed = [], False
+    for path in notebooks:
+        seconds, peak_gb, code = run_notebook(path, env, args.timeout)
+        failed |= code != 0
+        rows.append((path.name, seconds, peak_gb, "ok" if code == 0 else f"failed ({code})"))
+        print(f"{path.name}: {seconds / 60:.1f} min, peak {peak_gb:.2f} GB, {rows[-1][3]}", flush=True)
+    total_minutes = sum(r[1] for r in rows) / 60
+    max_peak = max(r[2] for r in rows)
+    minutes_target, peak_target = TARGETS.get(args.profile, (float("inf"), float("inf")))
+    lines = [
+        f"# Notebooks at the `{args.profile}` profile",
+        "",
+        f"`python benchmarks/bench_notebooks.py --profile {args.profile} {' '.join(args.numbers)}`".replace(" `", "`"),
+        "",
+        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM, "
+        f"{platform.machine()}, Python {platform.python_version()}; "
+        f"WikiText from {os.environ.get('RAGFT_WIKITEXT_DIR') or 'the default chain'}.",
+        "",
+        "| notebook | minutes | peak RSS (GB) | result |",
+        "| --- | ---: | ---: | --- |",
+        *[f"| {name} | {s / 60:.1f} | {gb:.2f} | {result} |" for name, s, gb, result in rows],
+        f"| **total** | **{total_minutes:.1f}** | **{max_peak:.2f}** (max) | |",
+        "",
+        f"Targets: whole suite ≤ {minutes_target:g} min "
+        f"({'met' if total_minutes <= minutes_target else 'not met'}), peak RSS ≤ {peak_target:g} GB "
+        f"({'met' if max_peak <= peak_target else 'not met'}).",
+    ]
+    nb02 = [r for r in rows if r[0].startswith("02_")]
+    if args.profile == "laptop" and nb02:
+        verdict = "met" if nb02[0][2] <= NOTEBOOK_02_PEAK_GB else "not met"
+        lines.append(f"Notebook 02 peak RSS {nb02[0][2]:.2f} GB, target ≤ {NOTEBOOK_02_PEAK_GB:g} GB ({verdict}).")
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "-".join(args.numbers)
+    target = RESULTS / f"notebooks-{args.profile}{'-' + suffix if suffix else ''}.md"
+    target.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

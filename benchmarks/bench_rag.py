@@ -1,0 +1,231 @@
+"""Retrieval and RAG: indexing vs raw embedding throughput, re-indexing, query and answer latency.
+
+Measured in one run on the knowledge base in ``data/knowledge`` (default chunking):
+
+- indexing throughput (``index_folder`` into a new persistent index: loading, chunking, embedding,
+  writing) against ``SentenceTransformer.encode`` of the same chunk texts; best of ``--repeats``
+  runs of each, alternated;
+- re-indexing the unchanged knowledge base, as a share of the cold build;
+- query latency of ``rag.retrieve`` (k = 4, query embedding included) over the QA questions;
+- end-to-end ``rag.answer`` latency (k = 4, the profile's ``max_new_tokens`` capped at 48,
+  greedy) with the resolved language model.
+
+    python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 10] [--threads N]
+
+Prints a Markdown table, writes it to benchmarks/results/rag.md and puts it, with the command,
+in the "## Retrieval and RAG" section of benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
+from ragft_helpers import rag, store
+from ragft_helpers.assets import load_causal_lm
+from ragft_helpers.config import get_settings
+from ragft_helpers.corpus import chunk_documents, load_documents
+
+import chromadb
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+KNOWLEDGE = ROOT / "data" / "knowledge"
+QUESTIONS = ROOT / "data" / "qa" / "questions.jsonl"
+WORK = Path(__file__).resolve().parent / "_work" / "rag"
+RESULTS = Path(__file__).resolve().parent / "results" / "rag.md"
+README = Path(__file__).resolve().parent / "README.md"
+SECTION = "## Retrieval and RAG"
+COMMAND = "python benchmarks/bench_rag.py"
+TARGETS = {"indexing": 0.85, "reindex": 0.05, "query_p50_ms": 30.0, "answer_p50_s": 2.0}
+MAX_NEW_TOKENS = 48
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux), else ``None``."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def new_collection(settings, folder: Path):
+    """A collection in a new persistent index under ``folder``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return store.open_collection(replace(settings, cache_dir=folder, chroma_url=None))
+
+
+def measure_indexing(settings, texts: list[str], repeats: int) -> tuple[float, float, float, object]:
+    """Best raw-encode and best cold-build seconds, median re-index seconds, last collection."""
+    model = store.shared_embedding_model()
+    model.encode(texts[:64], batch_size=32, normalize_embeddings=True)  # warm-up
+    encode, build = [], []
+    for run in range(repeats):
+        start = time.perf_counter()
+        model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+        encode.append(time.perf_counter() - start)
+        collection = new_collection(settings, WORK / f"cold-{run}")
+        start = time.perf_counter()
+        report = store.index_folder(KNOWLEDGE, collection, progress=False)
+        build.append(time.perf_counter() - start)
+        assert report.added == len(texts), report
+    reindex = []
+    for _ in range(max(3, repeats)):
+        start = time.perf_counter()
+        report = store.index_folder(KNOWLEDGE, collection, progress=False)
+        reindex.append(time.perf_counter() - start)
+        assert report.embedded == 0 and report.removed == 0, report
+    return min(encode), min(build), statistics.median(reindex), collection
+
+
+def load_questions() -> list[dict]:
+    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
+
+
+def measure_queries(collection, questions: list[str]) -> list[float]:
+    for question in questions[:5]:  # warm-up
+        rag.retrieve(question, k=4, collection=collection)
+    times = []
+    for question in questions:
+        start = time.perf_counter()
+        rag.retrieve(question, k=4, collection=collection)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def measure_answers(collection, questions: list[str], settings) -> tuple[list[float], list[float], str]:
+    resolved = load_causal_lm(settings)
+    options = dict(model=resolved.model, tokenizer=resolved.tokenizer, collection=collection, k=4,
+                   max_new_tokens=min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
+                   settings=settings, threshold=0.0)
+    rag.answer(questions[0], **options)  # warm-up
+    totals, generation = [], []
+    for question in questions:
+        start = time.perf_counter()
+        reply = rag.answer(question, **options)
+        totals.append(time.perf_counter() - start)
+        generation.append(reply.generation_ms / 1000)
+    return totals, generation, resolved.provenance.name
+
+
+def verdict(ok: bool) -> str:
+    return "✅" if ok else "❌"
+
+
+def report_markdown(r: dict, command: str) -> str:
+    lines = [
+        f"Knowledge base: {r['documents']} documents, {r['chunks']} chunks (default chunking); "
+        f"embedding model all-MiniLM-L6-v2; language model {r['model']}; "
+        f"{r['cpus']} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"chromadb {chromadb.__version__}, Python {platform.python_version()}; "
+        + (f"other processes used {r['others_share']:.0%} of the cores during the run."
+           if "others_share" in r else "load from other processes not measured."),
+        "",
+        "| measure | result | target | |",
+        "| --- | --- | --- | --- |",
+        f"| indexing throughput (`index_folder`) | {r['index_rate']:.0f} chunks/s = "
+        f"{r['index_ratio']:.0%} of raw `encode` ({r['encode_rate']:.0f} chunks/s) | "
+        f"≥ {TARGETS['indexing']:.0%} | {verdict(r['index_ratio'] >= TARGETS['indexing'])} |",
+        f"| re-index, unchanged knowledge base | {r['reindex_s'] * 1000:.0f} ms = "
+        f"{r['reindex_share']:.1%} of the cold build ({r['build_s']:.1f} s) | "
+        f"≤ {TARGETS['reindex']:.0%} | {verdict(r['reindex_share'] <= TARGETS['reindex'])} |",
+        f"| query latency, k = 4, {r['chunks']} chunks ({r['queries']} questions) | "
+        f"p50 {r['query_p50']:.1f} ms, p95 {r['query_p95']:.1f} ms | "
+        f"p50 ≤ {TARGETS['query_p50_ms']:.0f} ms | {verdict(r['query_p50'] <= TARGETS['query_p50_ms'])} |",
+        f"| RAG answer latency, k = 4, ≤ {r['max_new_tokens']} new tokens ({r['answers']} questions) | "
+        f"p50 {r['answer_p50']:.2f} s (generation p50 {r['generation_p50']:.2f} s) | "
+        f"p50 ≤ {TARGETS['answer_p50_s']:.0f} s | {verdict(r['answer_p50'] <= TARGETS['answer_p50_s'])} |",
+        "",
+        f"Reproduce: `{command}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(body: str) -> None:
+    """Write ``body`` under the "## Retrieval and RAG" heading, leaving other sections alone."""
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    section = f"{SECTION}\n\n{body}"
+    if SECTION not in text:
+        README.write_text(text.rstrip("\n") + ("\n\n" if text.strip() else "") + section,
+                          encoding="utf-8")
+        return
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    rest = text[end + 1:] if end != -1 else ""
+    README.write_text(text[:start] + section + ("\n" + rest if rest else ""), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="cold builds and raw encodes")
+    parser.add_argument("--queries", type=int, default=0, help="questions to time (0 = all)")
+    parser.add_argument("--answers", type=int, default=10, help="RAG answers to time")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = torch's default, one per core)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    settings = get_settings()
+    started, busy_before, own_before = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
+    documents = load_documents(KNOWLEDGE)
+    texts = [chunk.text for chunk in chunk_documents(documents)]
+    encode_s, build_s, reindex_s, collection = measure_indexing(settings, texts, args.repeats)
+
+    qa = load_questions()
+    questions = [q["question"] for q in qa][:args.queries or None]
+    query_ms = measure_queries(collection, questions)
+    answerable = [q["question"] for q in qa if q["type"] != "unanswerable"]
+    step = max(1, len(answerable) // max(1, args.answers))
+    totals, generation, model_name = measure_answers(
+        collection, answerable[::step][:args.answers], settings)
+
+    results = {
+        "documents": len(documents), "chunks": len(texts), "model": model_name,
+        "cpus": os.cpu_count(), "encode_rate": len(texts) / encode_s,
+        "index_rate": len(texts) / build_s, "index_ratio": encode_s / build_s,
+        "build_s": build_s, "reindex_s": reindex_s, "reindex_share": reindex_s / build_s,
+        "queries": len(query_ms), "query_p50": percentile(query_ms, 0.5),
+        "query_p95": percentile(query_ms, 0.95), "answers": len(totals),
+        "answer_p50": percentile(totals, 0.5), "generation_p50": percentile(generation, 0.5),
+        "max_new_tokens": min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
+    }
+    busy_after = busy_cpu_seconds()
+    if busy_before is not None and busy_after is not None:
+        others = busy_after - busy_before - (own_cpu_seconds() - own_before)
+        results["others_share"] = max(0.0, others) / ((time.perf_counter() - started) * os.cpu_count())
+    command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+    body = report_markdown(results, command)
+    print(body)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(f"# Retrieval and RAG benchmark\n\n{body}", encoding="utf-8")
+    update_readme(body)
+    shutil.rmtree(WORK, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
