@@ -47,6 +47,12 @@ run: $(STAMP)
 		$(BIN)/jupyter nbconvert --to html --output-dir outputs "outputs/$$(basename $$nb)"; \
 	done
 
+# Speed and memory benchmarks (ratios against same-run baselines); tables go to benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_rag.py
+	$(BIN)/python benchmarks/bench_notebooks.py --profile smoke
+
 doctor: $(STAMP)
 	$(BIN)/ragft doctor
 
