@@ -27,7 +27,7 @@ from pathlib import Path
 
 # ragft_helpers first: it switches the HF libraries to offline mode when the hub is unreachable
 from ragft_helpers.config import get_settings, set_seed
-from ragft_helpers.finetune import build_trainer, count_parameters
+from ragft_helpers.finetune import build_trainer, count_parameters, cpu_threads
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     load_before = os.getloadavg()[0]
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cpu_threads())  # as build_trainer does
     set_seed(settings.seed)
     gflops = matmul_gflops()
     if args.tiny:

@@ -98,11 +98,21 @@ def training_device() -> str:
     return "cpu"
 
 
+def cpu_threads() -> int:
+    """Threads for torch on the CPU: ``OMP_NUM_THREADS`` when set, else the cores this process may use."""
+    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def training_arguments(settings: Settings, output_dir: str | os.PathLike, **overrides):
     """``TrainingArguments`` from the profile's budgets; ``overrides`` replace any of them.
 
-    Precision: bf16 on CUDA GPUs that support it, else fp16 on CUDA, else fp32. On the CPU all
-    cores are used. The validation loss is measured before the first step and every
+    Precision: bf16 on CUDA GPUs that support it, else fp16 on CUDA, else fp32. On the CPU torch
+    uses :func:`cpu_threads` threads. The validation loss is measured before the first step and every
     ``eval_steps``; a checkpoint is saved at each evaluation, and the last two are kept.
     """
     import torch
@@ -111,7 +121,7 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
     profile = settings.profile
     device = training_device()
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cpu_threads())
     max_steps = overrides.get("max_steps", profile.train_max_steps)
     eval_steps = overrides.get("eval_steps", profile.eval_steps)
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()

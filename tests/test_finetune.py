@@ -1,5 +1,6 @@
 """Fine-tuning helpers on a tiny GPT-2 and a tokenizer built here (no network, no model cache)."""
 import math
+import os
 from dataclasses import replace
 
 import pytest
@@ -21,6 +22,17 @@ def wikitext_rows(n_articles: int) -> list[str]:
     for index in range(n_articles):
         rows += [f" = Island {index % 3} = \n", ""] + SENTENCES + [""]
     return rows
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """Tiny models gain nothing from a second thread, and with a busy neighbour two threads
+    spin-wait for each other (10× slower)."""
+    previous = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +121,13 @@ def test_ensure_pad_token_uses_eos_when_missing(tokenizer):
 
 # ---- training ------------------------------------------------------------------------------------
 
+def test_cpu_threads_follow_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert finetune.cpu_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= finetune.cpu_threads() <= (os.cpu_count() or 1)
+
+
 def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     smoke = get_settings({"RAGFT_PROFILE": "smoke"})
     args = finetune.training_arguments(smoke, tmp_path)
@@ -120,6 +139,7 @@ def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     assert args.save_total_limit == 2 and args.seed == 42 and args.dataloader_num_workers == 0
     if finetune.training_device() == "cpu":
         assert args.use_cpu and not args.fp16 and not args.bf16
+        assert torch.get_num_threads() == 1  # OMP_NUM_THREADS from the fixture
     overridden = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "smoke"}), tmp_path,
                                              max_steps=7, learning_rate=1e-3)
     assert (overridden.max_steps, overridden.learning_rate) == (7, 1e-3)

@@ -10,6 +10,19 @@ from ragft_helpers.config import PROFILES, get_settings
 SHARED_WIKITEXT = Path(__file__).resolve().parents[2] / "shared/data/wikitext-2-raw"
 
 
+@pytest.fixture(autouse=True)
+def no_hub_dataset(monkeypatch):
+    """The hub (or a datasets cache holding WikiText) comes first in the chain: keep it out."""
+    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (None, "hub not used in tests"))
+
+
+def tiny_hub_dataset():
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict({"train": Dataset.from_dict({"text": ["x" * 40 + "\n"] * 10}),
+                        "validation": Dataset.from_dict({"text": [" v \n"]})})
+
+
 def article_lines(index: int) -> list[str]:
     return [
         f" = Article {index} = ",
@@ -193,20 +206,15 @@ def test_fallback_corpus_when_hub_is_unavailable(tmp_path, monkeypatch):
     write_raw(fallback, "wiki.train.raw", range(4))
     write_raw(fallback, "wiki.valid.raw", range(4, 5))
     monkeypatch.setattr(wikitext, "FALLBACK_DIR", fallback)
-    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (None, "hub unreachable in this test"))
     data, provenance = wikitext.load_wikitext(settings_for(None, tmp_path), verbose=False)
     assert titles(data["validation"]["text"]) == ["Article 4"]
     assert provenance.source == wikitext.SOURCE_FALLBACK
-    assert "hub unreachable in this test" in provenance.note
+    assert "hub not used in tests" in provenance.note
 
 
 def test_hub_dataset_comes_before_the_fallback_and_is_capped(tmp_path, monkeypatch):
-    from datasets import Dataset, DatasetDict
-
-    hub_data = DatasetDict({"train": Dataset.from_dict({"text": ["x" * 40 + "\n"] * 10}),
-                            "validation": Dataset.from_dict({"text": [" v \n"]})})
     monkeypatch.setattr(wikitext, "FALLBACK_DIR", tmp_path / "no-fallback")
-    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (hub_data, "wikitext"))
+    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (tiny_hub_dataset(), "wikitext"))
     data, provenance = wikitext.load_wikitext(settings_for(None, tmp_path, train_max_chars=100),
                                               verbose=False)
     assert len(data["train"]) == 2
@@ -215,7 +223,6 @@ def test_hub_dataset_comes_before_the_fallback_and_is_capped(tmp_path, monkeypat
 
 def test_no_source_at_all_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.setattr(wikitext, "FALLBACK_DIR", tmp_path / "no-fallback")
-    monkeypatch.setattr(wikitext, "_load_hub_dataset", lambda: (None, "offline"))
     with pytest.raises(wikitext.WikiTextError, match="RAGFT_WIKITEXT_DIR"):
         wikitext.load_wikitext(settings_for(None, tmp_path), verbose=False)
 

@@ -1,0 +1,176 @@
+"""The evaluation harness: multiple-choice scoring, bootstrap intervals, results on disk, the
+side-by-side handler."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
+from ragft_helpers import evaluate, store
+from ragft_helpers.config import get_settings
+from ragft_helpers.qa import Question
+from tests.tiny_models import tiny_tokenizer
+
+SENTENCE = "the ferry leaves the harbour at seven and returns at nine ."
+
+
+def _model(tokenizer, seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    """A tiny model that has memorised SENTENCE."""
+    model = _model(tokenizer)
+    ids = tokenizer(SENTENCE, return_tensors="pt").input_ids
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return get_settings({"RAGFT_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
+                         "RAGFT_PROFILE": "smoke"})
+
+
+def _q(id_="q1", type_="single-hop", answer="seven", question="the ferry leaves the harbour at"):
+    return Question(id_, question, answer, (), ("nine", "four", "two"), (("a.md", "A"),), type_, ())
+
+
+def test_choose_option_picks_what_the_model_learned(trained, tokenizer):
+    index, scores = evaluate.choose_option(trained, tokenizer, "the ferry leaves the harbour at",
+                                           ["four", "seven", "two", "nine"])
+    assert index == 1 and len(scores) == 4
+
+
+def test_scores_are_mean_log_probs_per_option_token(trained, tokenizer):
+    prompt = "the ferry leaves"
+    options = ["the harbour at seven", "at", "the island has a school"]
+    _, scores = evaluate.choose_option(trained, tokenizer, prompt, options)
+    prompt_ids = tokenizer(prompt).input_ids
+    for option, score in zip(options, scores):
+        option_ids = tokenizer(" " + option).input_ids
+        with torch.no_grad():
+            logprobs = trained(torch.tensor([prompt_ids + option_ids])).logits[0].log_softmax(-1)
+        total = sum(logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(option_ids))
+        assert score == pytest.approx(total / len(option_ids), abs=1e-4)
+
+
+def test_length_normalisation_does_not_favour_short_options(trained, tokenizer):
+    """Summed log-probs would prefer one unlikely word; the mean prefers the learned phrase."""
+    options = ["school", "seven and returns at nine"]
+    index, _ = evaluate.choose_option(trained, tokenizer, "the ferry leaves the harbour at", options)
+    assert index == 1
+
+
+def test_option_order_is_a_seeded_permutation():
+    first = evaluate.option_order(4, 42, "q1")
+    assert sorted(first) == [0, 1, 2, 3] and first == evaluate.option_order(4, 42, "q1")
+    orders = {tuple(evaluate.option_order(4, 42, f"q{n}")) for n in range(20)}
+    assert len(orders) > 3
+
+
+def test_evaluate_system_scores_mc_free_form_and_abstention(trained, tokenizer, settings):
+    questions = [_q(), _q("q2", "unanswerable", answer=None)]
+    system = evaluate.System("tiny", trained, tokenizer)
+    result = evaluate.evaluate_system(system, questions, settings)
+    rows = result.rows.set_index("id")
+    assert not pd.isna(rows.loc["q1", "mc_correct"]) and pd.isna(rows.loc["q2", "mc_correct"])
+    assert bool(rows.loc["q2", "hallucinated"]) != bool(rows.loc["q2", "abstained"])
+    summary = result.summary()
+    assert summary["mc"]["value"] == float(rows.loc["q1", "mc_correct"]) and summary["mc"]["n"] == 1
+    assert summary["hallucination"]["n"] == 1 and summary["latency_p50"] > 0
+    assert result.peak_memory_mb > 0
+
+
+def test_free_form_can_run_on_a_subset(trained, tokenizer, settings):
+    questions = [_q(), _q("q3")]
+    result = evaluate.evaluate_system(evaluate.System("tiny", trained, tokenizer), questions,
+                                      settings, free_form=questions[:1])
+    assert result.rows["correct"].notna().tolist() == [True, False]
+    assert result.rows["mc_correct"].notna().all()
+
+
+def test_bootstrap_interval_is_deterministic_and_covers_the_true_rate():
+    rng = np.random.default_rng(1)
+    covered = 0
+    for trial in range(200):
+        sample = rng.random(100) < 0.3
+        mean, low, high = evaluate.bootstrap_ci(sample, n=500, seed=trial)
+        covered += low <= 0.3 <= high
+        assert low <= mean <= high
+    assert 0.88 <= covered / 200 <= 0.99
+    assert evaluate.bootstrap_ci([1, 0, 1], seed=3) == evaluate.bootstrap_ci([1, 0, 1], seed=3)
+    assert all(np.isnan(evaluate.bootstrap_ci([])))
+
+
+def test_results_round_trip_with_settings_and_versions(settings, tmp_path):
+    from ragft_helpers.assets import Provenance
+
+    table = pd.DataFrame([{"system": "rag", "value": 0.5}])
+    path = evaluate.save_results({"accuracy": table, "note": "x"}, settings,
+                                 provenance=[Provenance("model", "m", "s", "l")], results_dir=tmp_path)
+    assert path == tmp_path / "showdown-smoke.json"
+    loaded = evaluate.load_results(settings, results_dir=tmp_path)
+    assert loaded["accuracy"] == [{"system": "rag", "value": 0.5}]
+    assert loaded["profile"]["name"] == "smoke" and "torch" in loaded["versions"]
+    assert loaded["provenance"][0]["name"] == "m"
+    with pytest.raises(FileNotFoundError, match="notebook 06"):
+        evaluate.load_results(settings, results_dir=tmp_path / "empty")
+
+
+def test_side_by_side_handler_shows_answers_sources_and_correctness(trained, tokenizer, settings,
+                                                                     tmp_path):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "ferry.md").write_text("# Ferry\n\n## Times\n\nThe ferry leaves the harbour at seven.\n")
+    collection = store.open_collection(settings, name="side-by-side")
+    store.index_folder(folder, collection, progress=False)
+    systems = [evaluate.System("alone", trained, tokenizer),
+               evaluate.System("rag", trained, tokenizer, retrieval=True, collection=collection, k=1)]
+    question = _q(question="When does the ferry leave the harbour?")
+    rows = evaluate.side_by_side(question.question, systems, settings, questions=[question])
+    assert [r["system"] for r in rows] == ["alone", "rag"]
+    assert rows[0]["sources"] == [] and rows[1]["sources"][0][0].startswith("ferry.md")
+    assert all(isinstance(r["right"], bool) for r in rows)
+    unknown = evaluate.side_by_side("Is there a cafe?", systems[:1], settings, questions=[question])
+    assert unknown[0]["right"] is None
+    empty = evaluate.side_by_side("  ", systems[:1], settings)
+    assert "empty" in empty[0]["error"]
+    assert "ferry.md" in evaluate.side_by_side_html(rows)
+
+
+def test_side_by_side_widget_wires_the_handler(trained, tokenizer, settings):
+    widget = evaluate.side_by_side_widget([evaluate.System("alone", trained, tokenizer)],
+                                          [_q()], settings)
+    question, systems, ask, output = widget.children
+    question.value = _q().question
+    ask.click()
+    assert "alone" in output.value
+
+
+def test_accuracy_table_and_plot_have_one_bar_per_system_and_metric(trained, tokenizer, settings):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = evaluate.evaluate_system(evaluate.System("tiny", trained, tokenizer), [_q()], settings,
+                                      free_form=[])
+    table = evaluate.accuracy_table([result], ["mc", "mc_single-hop"])
+    assert list(table["metric"]) == ["mc", "mc_single-hop"] and (table["n"] == 1).all()
+    ax = evaluate.plot_accuracy(table, ["tiny"])
+    assert len(ax.patches) == 2
