@@ -9,6 +9,7 @@ import torch
 from ragft_helpers import finetune
 from ragft_helpers.assets import AssetError
 from ragft_helpers.config import PROFILES, get_settings
+from tests.tiny_models import tiny_gpt2
 
 SENTENCES = [
     " the ferry leaves the harbour at nine and returns at noon . \n",
@@ -47,12 +48,7 @@ def tokenizer():
 
 
 def tiny_model(tokenizer, seed: int = 0):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=64, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(tokenizer, seed=seed, n_embd=64)
 
 
 @pytest.fixture

@@ -9,18 +9,13 @@ import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import evaluate, store
 from ragft_helpers.config import get_settings
 from ragft_helpers.qa import Question
-from tests.tiny_models import tiny_tokenizer
+from tests.tiny_models import tiny_gpt2, tiny_tokenizer
 
 SENTENCE = "the ferry leaves the harbour at seven and returns at nine ."
 
 
 def _model(tokenizer, seed=0):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(tokenizer, seed=seed, n_positions=256)
 
 
 @pytest.fixture(scope="module")

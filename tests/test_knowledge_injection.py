@@ -10,7 +10,7 @@ from ragft_helpers.assets import Provenance, ResolvedModel
 from ragft_helpers.config import PROFILES, get_settings
 from ragft_helpers.finetune import CREATED_BY, finetuned_dir
 from ragft_helpers.qa import Question
-from tests.tiny_models import TINY_TEXT, tiny_tokenizer
+from tests.tiny_models import TINY_TEXT, tiny_gpt2, tiny_tokenizer
 
 
 def _q(id_, type_, question="how much is a ticket ?", paraphrases=("a ticket costs four pounds .",)):
@@ -19,12 +19,7 @@ def _q(id_, type_, question="how much is a ticket ?", paraphrases=("a ticket cos
 
 
 def _tiny_model(tokenizer, seed=0):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(tokenizer, seed=seed)
 
 
 @pytest.fixture

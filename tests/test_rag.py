@@ -7,7 +7,7 @@ import torch
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import rag, store
 from ragft_helpers.config import get_settings
-from tests.tiny_models import tiny_tokenizer
+from tests.tiny_models import tiny_gpt2, tiny_tokenizer
 
 FILES = {
     "tern-card.md": "# Tern Card\n\n## Cost\n\nThe Tern Card loyalty card has an annual fee of "
@@ -51,13 +51,8 @@ def collection(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=1,
-                        n_head=2, bos_token_id=1, eos_token_id=1)
-    return GPT2LMHeadModel(config).eval(), tokenizer
+    return tiny_gpt2(tokenizer, n_positions=512, n_layer=1).eval(), tokenizer
 
 
 def _chunk(text: str, source: str = "a.md", heading: str = "A > B", score: float = 0.5):

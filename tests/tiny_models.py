@@ -17,3 +17,15 @@ def tiny_tokenizer(text: str = TINY_TEXT) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+
+
+def tiny_gpt2(tokenizer, *, seed: int = 0, n_positions: int = 64, n_embd: int = 32, n_layer: int = 2):
+    """A randomly initialised GPT-2 sized to ``tokenizer``, seeded, with its EOS as BOS and EOS."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
+                        n_layer=n_layer, n_head=2, bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config)
