@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the knowledge base, questions, corpora
 DEFAULT_PROFILE = "laptop"
 DEFAULT_SEED = 42
 

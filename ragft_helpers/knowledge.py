@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 import threading
 import time
@@ -16,12 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ragft_helpers.assets import AssetError, Provenance, ResolvedModel, load_causal_lm
-from ragft_helpers.config import Settings, ensure_writable_dir, get_settings, set_seed
+from ragft_helpers.assets import (AssetError, Provenance, ResolvedModel, load_causal_lm,
+                                  save_checkpoint)
+from ragft_helpers.config import Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
 from ragft_helpers.evaluate import normalise
 from ragft_helpers.finetune import (CREATED_BY, build_trainer, count_parameters, ensure_pad_token,
-                                    finetuned_dir, load_finetuned, save_finetuned,
+                                    finetuned_dir, load_finetuned,
                                     tokenize_and_group)
 from ragft_helpers.qa import KNOWLEDGE_DIR, Question, load_questions
 
@@ -196,18 +196,10 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
 def save_variant(model, tokenizer, run: KnowledgeRun, settings: Settings) -> Path:
     """Save a variant where :func:`load_variant` finds it, with its :class:`KnowledgeRun`.
 
-    Full models go through ``finetune.save_finetuned``; LoRA variants save only the adapter
+    Written atomically by ``assets.save_checkpoint``; LoRA variants save only the adapter
     (``PeftModel.save_pretrained``) and the tokenizer.
     """
-    if run.lora:
-        target = finetuned_dir(run.name, settings)
-        ensure_writable_dir(target.parent)
-        if target.exists():
-            shutil.rmtree(target)
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-    else:
-        target = save_finetuned(model, tokenizer, run.name, settings)
+    target = save_checkpoint(model, tokenizer, finetuned_dir(run.name, settings))
     (target / RUN_FILE).write_text(json.dumps(asdict(run), indent=2), encoding="utf-8")
     return target
 

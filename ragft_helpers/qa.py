@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+from ragft_helpers.config import DATA_DIR
+
 KNOWLEDGE_DIR = DATA_DIR / "knowledge"
 UPDATES_DIR = DATA_DIR / "knowledge_updates"
 QUESTIONS_FILE = DATA_DIR / "qa" / "questions.jsonl"

@@ -22,12 +22,12 @@ from typing import Iterable
 
 from ragft_helpers import hub
 from ragft_helpers.assets import Provenance
-from ragft_helpers.config import Settings, get_settings
+from ragft_helpers.config import DATA_DIR, Settings, get_settings
 
 DATASET_NAME = "wikitext-2-raw-v1"
 HUB_DATASET_IDS = ("wikitext", "Salesforce/wikitext")  # the legacy id and its current name
 RAW_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
-FALLBACK_DIR = Path(__file__).resolve().parents[1] / "data" / "wikitext-fallback"
+FALLBACK_DIR = DATA_DIR / "wikitext-fallback"
 FALLBACK_NAME = "wikitext-fallback"
 VALIDATION_EVERY = 10  # single-file folders: every 10th article goes to validation
 
