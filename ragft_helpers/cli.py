@@ -1,12 +1,15 @@
-"""The ``ragft`` command: ``doctor`` and ``prefetch``."""
+"""The ``ragft`` command: ``doctor``, ``prefetch`` and ``finetune``."""
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 
 import ragft_helpers  # noqa: F401  (probes the hub before any HF library is imported)
 from ragft_helpers import assets, doctor, hub
 from ragft_helpers.config import ConfigError, get_settings
+from ragft_helpers.finetune import WIKITEXT_FINETUNED
 
 
 def cmd_doctor(_args) -> int:
@@ -41,6 +44,55 @@ def cmd_prefetch(_args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps >= 1, got {text!r}")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain name; use letters, digits, '.', '_' or '-' (it becomes the "
+            "folder RAGFT_CACHE_DIR/finetuned/<name>)")
+    return text
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tune the language model on WikiText with the budgets of RAGFT_PROFILE.
+
+    Under ``accelerate launch`` or ``torchrun`` every process trains (``Trainer`` shares the
+    work); only the main process prints the summary and saves the model.
+    """
+    from ragft_helpers import finetune
+
+    settings = get_settings()
+    run = finetune.finetune_on_wikitext(settings, output_dir=args.output_dir,
+                                        resume=not args.no_resume, max_steps=args.max_steps)
+    if not run.trainer.is_world_process_zero():
+        return 0
+    for provenance in run.provenance:
+        print(provenance.line())
+    output = run.train_output
+    print(f"profile {settings.profile.name}: step {output.global_step} of {run.trainer.args.max_steps} "
+          f"after {run.seconds:.0f} s; checkpoints in {run.trainer.args.output_dir}")
+    print(f"train loss (mean over the steps of this run): {output.training_loss:.4f}")
+    evals = run.history.dropna(subset=["eval_loss"])
+    if len(evals):
+        first, last = evals.iloc[0], evals.iloc[-1]
+        print(f"validation loss {first.eval_loss:.4f} (step {int(first.step)}) -> "
+              f"{last.eval_loss:.4f} (step {int(last.step)}); perplexity "
+              f"{math.exp(first.eval_loss):.1f} -> {math.exp(last.eval_loss):.1f}")
+    if args.save_as:
+        path = finetune.save_finetuned(run.model, run.tokenizer, args.save_as, settings)
+        print(f"saved to {path}; notebooks load it with finetune.load_finetuned({args.save_as!r})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ragft", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         run=cmd_doctor)
     commands.add_parser("prefetch", help="cache models and data sets for offline use"
                         ).set_defaults(run=cmd_prefetch)
+    tune = commands.add_parser(
+        "finetune", help="fine-tune the language model on WikiText (profile from RAGFT_PROFILE)")
+    tune.add_argument("--output-dir", help="checkpoint folder (default: "
+                      "RAGFT_CACHE_DIR/runs/wikitext-finetuned-<model>-<profile>)")
+    tune.add_argument("--max-steps", type=_positive_int,
+                      help="optimiser steps (default: the profile's train_max_steps)")
+    tune.add_argument("--no-resume", action="store_true",
+                      help="start from step 0 even if the output folder holds checkpoints")
+    tune.add_argument("--save-as", metavar="NAME", type=_model_name,
+                      help="also save the model to RAGFT_CACHE_DIR/finetuned/NAME, where "
+                           "finetune.load_finetuned(NAME) finds it (notebook 02 saves as "
+                           f"{WIKITEXT_FINETUNED})")
+    tune.set_defaults(run=cmd_finetune)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
