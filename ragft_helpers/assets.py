@@ -10,6 +10,7 @@ Chains (first that works wins):
 from __future__ import annotations
 
 import copy
+import errno
 import importlib.util
 import shutil
 import tempfile
@@ -176,11 +177,20 @@ def convert_gguf_checkpoint(gguf_file: Path, target: Path) -> Path:
     return save_checkpoint(plain, tokenizer, target)
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+
+
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:,.0f} MB"
+
+
 def save_checkpoint(model, tokenizer, target: Path) -> Path:
     """Save ``model`` (safetensors) and ``tokenizer`` to ``target``.
 
     Written to a staging folder next to it first and renamed, so an interrupted save leaves no
-    half model behind.
+    half model behind and the previous copy at ``target`` is kept until the new one is complete.
+    A full disk (or exhausted quota) raises :class:`AssetError` naming the folder, its free space
+    and ``RAGFT_CACHE_DIR``.
     """
     ensure_writable_dir(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
@@ -190,6 +200,17 @@ def save_checkpoint(model, tokenizer, target: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+    except OSError as err:
+        if err.errno not in DISK_FULL_ERRNOS:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # before measuring: the partial files count
+        free = _megabytes(shutil.disk_usage(target.parent).free)
+        kept = " The previous copy there is untouched." if (target / "config.json").is_file() else ""
+        raise AssetError(
+            f"Disk full while saving the model to {target} ({err.strerror or err}); {free} free in "
+            f"{target.parent}.{kept} Free some disk space there, or set RAGFT_CACHE_DIR to a folder "
+            "on a disk with more room."
+        ) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

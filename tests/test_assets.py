@@ -1,5 +1,7 @@
-"""The model chain and the hub probe, without network."""
+"""The model chain, the hub probe and the checkpoint writer, without network."""
+import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -155,3 +157,66 @@ def test_embedding_model_resolves_and_embeds():
     assert vectors.shape == (3, 384)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     assert provenance.kind == "embedding"
+
+
+# ---- saving a checkpoint when the disk is full ------------------------------------------------------
+
+def _tiny_pair(seed: int = 0):
+    from tests.tiny_models import tiny_gpt2, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    return tiny_gpt2(tokenizer, seed=seed), tokenizer
+
+
+def _fill_disk_after(monkeypatch, obj, error_number: int):
+    """Make ``obj.save_pretrained`` write its files, then fail as on a full disk."""
+    original = obj.save_pretrained
+
+    def save_then_fail(directory, *args, **kwargs):
+        original(directory, *args, **kwargs)
+        raise OSError(error_number, os.strerror(error_number), str(directory))
+
+    monkeypatch.setattr(obj, "save_pretrained", save_then_fail)
+
+
+def _folder_contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("failing, error_number", [("model", errno.ENOSPC), ("tokenizer", errno.EDQUOT)])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_fix(tmp_path, monkeypatch, failing,
+                                                                     error_number):
+    target = tmp_path / "cache" / "finetuned" / "tiny"
+    assets.save_checkpoint(*_tiny_pair(seed=0), target)
+    previous = _folder_contents(target)
+    model, tokenizer = _tiny_pair(seed=1)
+    _fill_disk_after(monkeypatch, model if failing == "model" else tokenizer, error_number)
+    with pytest.raises(assets.AssetError) as caught:
+        assets.save_checkpoint(model, tokenizer, target)
+    message = str(caught.value)
+    assert str(target) in message and "RAGFT_CACHE_DIR" in message
+    assert re.search(rf"[\d,]+ MB free in {re.escape(str(target.parent))}", message)
+    assert "previous copy there is untouched" in message
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == error_number
+    assert _folder_contents(target) == previous  # same files, same bytes
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"]  # no .saving-* left
+
+
+def test_a_full_disk_on_the_first_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    target = tmp_path / "finetuned" / "tiny"
+    model, tokenizer = _tiny_pair()
+    _fill_disk_after(monkeypatch, model, errno.ENOSPC)
+    with pytest.raises(assets.AssetError, match="Disk full") as caught:
+        assets.save_checkpoint(model, tokenizer, target)
+    assert "untouched" not in str(caught.value)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_other_write_errors_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "finetuned" / "tiny"
+    model, tokenizer = _tiny_pair()
+    _fill_disk_after(monkeypatch, model, errno.EIO)
+    with pytest.raises(OSError) as caught:
+        assets.save_checkpoint(model, tokenizer, target)
+    assert caught.value.errno == errno.EIO and not isinstance(caught.value, assets.AssetError)
+    assert list(target.parent.iterdir()) == []
