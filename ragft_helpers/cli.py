@@ -1,4 +1,4 @@
-"""The ``ragft`` command: ``doctor``, ``prefetch`` and ``finetune``."""
+"""The ``ragft`` command: ``doctor``, ``prefetch``, ``finetune`` and ``serve-index``."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import re
 import sys
 
 import ragft_helpers  # noqa: F401  (probes the hub before any HF library is imported)
-from ragft_helpers import assets, doctor, hub
+from ragft_helpers import assets, doctor, hub, server
 from ragft_helpers.config import ConfigError, get_settings
 from ragft_helpers.finetune import WIKITEXT_FINETUNED
 
@@ -42,6 +42,11 @@ def cmd_prefetch(_args) -> int:
     print(f"ready offline: {resolved.provenance.line()}")
     print(f"ready offline: {embedding.provenance('embedding').line()}")
     return 0
+
+
+def cmd_serve_index(args) -> int:
+    """Run one Chroma server in the foreground for every process that sets RAGFT_CHROMA_URL."""
+    return server.serve(args.path, args.host, args.port)
 
 
 def _positive_int(text: str) -> int:
@@ -113,10 +118,19 @@ def main(argv: list[str] | None = None) -> int:
                            "finetune.load_finetuned(NAME) finds it (notebook 02 saves as "
                            f"{WIKITEXT_FINETUNED})")
     tune.set_defaults(run=cmd_finetune)
+    serve_index = commands.add_parser(
+        "serve-index", help="run one Chroma server so several processes can share the index")
+    serve_index.add_argument("--path", help="index folder (default: RAGFT_CACHE_DIR/chroma-server)")
+    serve_index.add_argument("--host", default=server.DEFAULT_HOST,
+                             help="address to listen on (default: %(default)s, loopback only; "
+                                  "the server has no authentication)")
+    serve_index.add_argument("--port", type=int, default=server.DEFAULT_PORT,
+                             help="default: %(default)s")
+    serve_index.set_defaults(run=cmd_serve_index)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, assets.AssetError) as err:
+    except (ConfigError, assets.AssetError, server.ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

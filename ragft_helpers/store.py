@@ -8,11 +8,17 @@ collection is opened, never from Chroma's default embedding function (it downloa
 Re-indexing is incremental because chunk ids are derived from content
 (:mod:`ragft_helpers.corpus`): unchanged chunks are skipped, new ids are embedded and added, ids
 no longer present are deleted.
+
+One process at a time should write a ``PersistentClient`` folder: a second process opening the
+same folder gets a :class:`ConcurrentWriterWarning` pointing at the server
+(:mod:`ragft_helpers.server`).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,11 +36,18 @@ from chromadb.utils.embedding_functions import register_embedding_function
 from ragft_helpers.assets import load_embedding_model
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
 from ragft_helpers.corpus import DEFAULT_PATTERNS, Chunk, chunk_documents, load_documents
+from ragft_helpers.server import heartbeat_status
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so no concurrent-writer check
+    fcntl = None
 
 DEFAULT_COLLECTION = "knowledge"
 EMBED_BATCH_SIZE = 64  # chunks per embedding call (one progress-bar step)
 BUILD_HINT = ("run notebook 03, or ragft_helpers.store.index_folder('data/knowledge') "
               "to build it")
+SERVER_PROBE_TIMEOUT = 5.0  # seconds to wait for a RAGFT_CHROMA_URL server's first answer
 
 
 class StoreError(RuntimeError):
@@ -47,6 +60,10 @@ class CorruptIndexError(StoreError):
 
 class MissingIndexError(StoreError):
     """The collection is absent or empty: nothing to retrieve from yet."""
+
+
+class ConcurrentWriterWarning(UserWarning):
+    """Another process has the same persistent index folder open."""
 
 
 @lru_cache(maxsize=1)
@@ -123,10 +140,49 @@ def _chroma_settings() -> ChromaSettings:
     return ChromaSettings(anonymized_telemetry=False)
 
 
+def writer_lock_path(settings: Settings) -> Path:
+    """The lock file beside the persistent folder (outside it: Chroma and
+    :func:`reset_index` own the folder's contents)."""
+    folder = persistent_path(settings)
+    return folder.with_name(folder.name + ".ragft-writer.lock")
+
+
+_WRITER_LOCKS: dict[str, int] = {}  # folder -> descriptor of its lock file, held until exit
+
+
+def _claim_writer_lock(settings: Settings) -> None:
+    """Lock the persistent folder for this process, or warn when another process holds it."""
+    folder = str(persistent_path(settings).resolve())
+    if fcntl is None or folder in _WRITER_LOCKS:
+        return
+    try:
+        fd = os.open(writer_lock_path(settings), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return  # no lock file, no check; opening the index reports real write problems
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"Another process (pid {holder})" if holder.isdigit() else "Another process"
+        warnings.warn(
+            f"{who} has the index folder {folder} open. Two processes writing one "
+            "PersistentClient folder can corrupt it. Run one server instead (`make chroma` or "
+            "`ragft serve-index`) and set RAGFT_CHROMA_URL=http://127.0.0.1:8000 in every "
+            "process that uses the index.", ConcurrentWriterWarning, stacklevel=3)
+        return
+    except OSError:  # file systems without flock support
+        os.close(fd)
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _WRITER_LOCKS[folder] = fd
+
+
 def _server_hint(settings: Settings) -> str:
-    return (f"Start one with `chroma run --path {settings.cache_dir / 'chroma-server'} "
-            f"--host 127.0.0.1 --port 8000`, or unset RAGFT_CHROMA_URL to use the embedded index "
-            f"in {persistent_path(settings)}.")
+    return (f"Start one with `make chroma` or `ragft serve-index` (they run `chroma run --path "
+            f"{settings.cache_dir / 'chroma-server'} --host 127.0.0.1 --port 8000`), or unset "
+            f"RAGFT_CHROMA_URL to use the embedded index in {persistent_path(settings)}.")
 
 
 def _corrupt(path: Path, err: Exception) -> CorruptIndexError:
@@ -151,16 +207,27 @@ def _server_address(url: str) -> tuple[str, int, bool]:
 
 
 def make_client(settings: Settings | None = None):
-    """A Chroma client: ``HttpClient`` for ``RAGFT_CHROMA_URL``, else a ``PersistentClient``."""
+    """A Chroma client: ``HttpClient`` for ``RAGFT_CHROMA_URL``, else a ``PersistentClient``.
+
+    An unreachable server fails within ``SERVER_PROBE_TIMEOUT`` seconds with :class:`StoreError`;
+    a persistent folder another process has open gives a :class:`ConcurrentWriterWarning`.
+    """
     settings = settings or get_settings()
     if settings.chroma_url:
         host, port, ssl = _server_address(settings.chroma_url)
+        url = f"{'https' if ssl else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+        # HttpClient waits without a time limit on a host that never answers: probe first.
+        if heartbeat_status(url, timeout=SERVER_PROBE_TIMEOUT) is None:
+            raise StoreError(f"Cannot reach the Chroma server at {settings.chroma_url} "
+                             f"(RAGFT_CHROMA_URL): nothing answered within {SERVER_PROBE_TIMEOUT:.0f} s. "
+                             f"{_server_hint(settings)}")
         try:
             return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=_chroma_settings())
         except Exception as err:  # ValueError("Could not connect ..."), httpx errors
             raise StoreError(f"Cannot reach the Chroma server at {settings.chroma_url} "
                              f"(RAGFT_CHROMA_URL): {err} {_server_hint(settings)}") from err
     path = ensure_writable_dir(persistent_path(settings))
+    _claim_writer_lock(settings)
     try:
         return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
     except ChromaError as err:  # e.g. InternalError "file is not a database"

@@ -1,5 +1,9 @@
 """The Chroma index: idempotent and incremental re-indexing, errors that say what to do."""
+import os
 import socket
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -166,3 +170,42 @@ def test_a_malformed_server_url_is_a_config_error(tmp_path):
     settings = get_settings({"RAGFT_CACHE_DIR": str(tmp_path), "RAGFT_CHROMA_URL": "ftp://x:y"})
     with pytest.raises(ConfigError, match="RAGFT_CHROMA_URL"):
         store.make_client(settings)
+
+
+HOLD_THE_INDEX = """
+import sys
+from ragft_helpers import store
+from ragft_helpers.config import get_settings
+store.make_client(get_settings({"RAGFT_CACHE_DIR": sys.argv[1]}))
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_process_on_one_index_folder_is_warned_until_the_first_exits(settings):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_INDEX, str(settings.cache_dir)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.warns(store.ConcurrentWriterWarning) as caught:
+            store.make_client(settings)
+        message = str(caught[0].message)
+        assert f"pid {holder.pid}" in message and str(settings.cache_dir / "chroma") in message
+        assert "make chroma" in message and "RAGFT_CHROMA_URL" in message
+    finally:
+        holder.stdin.close()  # the holder's read ends: it exits and its lock goes with it
+        holder.wait(60)
+    assert holder.returncode == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", store.ConcurrentWriterWarning)
+        store.make_client(settings)
+        store.make_client(settings)  # a second client in the same process is no second writer
+
+
+def test_the_writer_lock_lives_outside_the_index_folder(tmp_path, settings, collection):
+    store.index_folder(_write(tmp_path / "kb", FILES), collection, progress=False)
+    lock = store.writer_lock_path(settings)
+    assert lock.read_text().strip() == str(os.getpid())
+    assert store.persistent_path(settings) not in lock.parents
+    assert store.reset_index(settings).count() == 0 and lock.is_file()

@@ -71,9 +71,21 @@ assert [c.id for c in corpus.chunk_documents(documents, max_tokens=200, overlap=
 # > **Re-running is safe.** A chunk's id is derived from its content, so indexing the same folder
 # > again adds nothing; an edited article re-embeds only its changed chunks; a deleted article's
 # > chunks are removed.
+#
+# > **If the index breaks.** An index folder that is corrupted, or was written by an incompatible
+# > Chroma version, cannot be opened: `store.CorruptIndexError` names the folder. The next cell
+# > catches exactly that error and starts again from an empty index with
+# > `store.reset_index(settings)`, which the indexing below fills; a readable index is never wiped.
+# > Opening the folder while another process (a second kernel, a script) has it open warns with
+# > `store.ConcurrentWriterWarning`: two writers can corrupt it. To share one index, run a server
+# > (`make chroma`) and set `RAGFT_CHROMA_URL` — see "Scaling out" in the README.
 
 # %%
-collection = store.open_collection(settings)
+try:
+    collection = store.open_collection(settings)
+except store.CorruptIndexError as err:  # only an unreadable folder is reset
+    print(err)
+    collection = store.reset_index(settings)
 first = store.index_folder(qa.KNOWLEDGE_DIR, collection)
 second = store.index_folder(qa.KNOWLEDGE_DIR, collection)
 pd.DataFrame([{"run": "first", **vars(first)}, {"run": "second (nothing changed)", **vars(second)}])
@@ -152,14 +164,11 @@ assert (sweep["hit@5"] > 0.3).all()
 assert sweep["chunks"].is_monotonic_decreasing
 
 # %% [markdown]
-# > **If the index breaks.** A corrupted index folder raises an error that names the folder;
-# > `store.reset_index(settings)` empties it, and running this notebook again rebuilds it.
-#
 # ## Summary
 # - Chunks follow headings, then a word budget with overlap; each keeps its heading path, exact
 #   offsets and a content-derived id.
 # - The Chroma index is persistent, uses the resolved MiniLM model explicitly, and re-indexing is
-#   idempotent and incremental.
+#   idempotent and incremental; an unreadable index is reset only when opening it fails.
 # - On this question set the index puts a relevant chunk in the top 5 for most answerable
 #   questions (step 4 has this run's numbers by question type), and chunk size moves those numbers.
 #
