@@ -15,7 +15,11 @@ INCONCLUSIVE = "inconclusive at this scale"
 
 PERPLEXITY_TOLERANCE = 0.01  # relative perplexity changes smaller than 1% count as no change
 LATENCY_TOLERANCE = 0.10  # median latencies within 10% count as equal
-# Tokens the base models were pre-trained on, from their model cards.
+# Tokens the base models were pre-trained on. SmolLM2-135M: "The 135M model was trained on 2
+# trillion tokens" (model card of HuggingFaceTB/SmolLM2-135M, which the Instruct model was built on
+# by SFT and DPO; Allal et al. 2025, "SmolLM2: When Smol Goes Big", arXiv:2502.02737). GPT-2's paper
+# gives its corpus in gigabytes (40 GB of WebText), not tokens, so it has no entry: the verdict then
+# says the pre-training size is unknown instead of guessing.
 PRETRAINING_TOKENS = {"SmolLM2-135M-Instruct": 2_000_000_000_000,
                       "HuggingFaceTB/SmolLM2-135M-Instruct": 2_000_000_000_000}
 
@@ -115,7 +119,7 @@ def less_than_scratch(e: Evidence) -> tuple[str, str]:
     if pretraining is None:
         return INCONCLUSIVE, f"fine-tune saw {e.ft_tokens:,} tokens; pre-training size of {e.model_name} unknown"
     evidence = (f"fine-tune saw {e.ft_tokens:,} tokens, {pretraining / e.ft_tokens:,.0f}× fewer than "
-                f"pre-training ({pretraining:,}); KB-text perplexity "
+                f"pre-training ({pretraining:,}, from the model card); KB-text perplexity "
                 f"{e.kb_perplexity['base']:.1f} → {e.kb_perplexity['ft']:.1f}")
     if e.ft_tokens < pretraining and fitted:
         return SUPPORTED, evidence
