@@ -47,11 +47,10 @@ run: $(STAMP)
 		$(BIN)/jupyter nbconvert --to html --output-dir outputs "outputs/$$(basename $$nb)"; \
 	done
 
-# Speed and memory benchmarks (ratios against same-run baselines); tables go to benchmarks/results/.
+# Every benchmark at a ~10-minute size (ratios against same-run baselines):
+# benchmarks/RESULTS.md and RESULTS.png, and each benchmark's table in benchmarks/results/.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_training.py
-	$(BIN)/python benchmarks/bench_rag.py
-	$(BIN)/python benchmarks/bench_notebooks.py --profile smoke
+	$(BIN)/python benchmarks/report.py
 
 doctor: $(STAMP)
 	$(BIN)/ragft doctor

@@ -56,22 +56,28 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, 
     return seconds, peak / 2**30, process.returncode
 
 
+def measure(numbers: list[str], profile: str, timeout: int = 3600) -> list[tuple[str, float, float, str]]:
+    """(notebook, seconds, peak GB, result) per notebook, run in order at ``profile``."""
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if numbers:
+        notebooks = [p for p in notebooks if p.name[:2] in numbers]
+    env = {**os.environ, "RAGFT_PROFILE": profile}
+    rows = []
+    for path in notebooks:
+        seconds, peak_gb, code = run_notebook(path, env, timeout)
+        rows.append((path.name, seconds, peak_gb, "ok" if code == 0 else f"failed ({code})"))
+        print(f"{path.name}: {seconds / 60:.1f} min, peak {peak_gb:.2f} GB, {rows[-1][3]}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 02 04 (default: all)")
     parser.add_argument("--profile", default="laptop")
     parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if args.numbers:
-        notebooks = [p for p in notebooks if p.name[:2] in args.numbers]
-    env = {**os.environ, "RAGFT_PROFILE": args.profile}
-    rows, failed = [], False
-    for path in notebooks:
-        seconds, peak_gb, code = run_notebook(path, env, args.timeout)
-        failed |= code != 0
-        rows.append((path.name, seconds, peak_gb, "ok" if code == 0 else f"failed ({code})"))
-        print(f"{path.name}: {seconds / 60:.1f} min, peak {peak_gb:.2f} GB, {rows[-1][3]}", flush=True)
+    rows = measure(args.numbers, args.profile, args.timeout)
+    failed = any(result != "ok" for *_, result in rows)
     total_minutes = sum(r[1] for r in rows) / 60
     max_peak = max(r[2] for r in rows)
     minutes_target, peak_target = TARGETS.get(args.profile, (float("inf"), float("inf")))

@@ -114,7 +114,7 @@ def run_plain_loop(model, blocks, optimizer_cls, optimizer_kwargs, steps: int, b
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="optimiser steps per path (≥ 2)")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -126,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is warm-up)")
+    return args
 
+
+def measure(args, gflops: float | None = None) -> dict:
+    """Run both paths; the numbers of the table as a dict (``gflops`` measured here if not given)."""
     settings = get_settings()
     load_before = os.getloadavg()[0]
     torch.set_num_threads(cpu_threads())  # as build_trainer does
     set_seed(settings.seed)
-    gflops = matmul_gflops()
+    gflops = gflops or matmul_gflops()
     if args.tiny:
         base_model, tokenizer, model_name = tiny_model_and_tokenizer()
     else:
@@ -164,30 +168,45 @@ def main(argv: list[str] | None = None) -> int:
             del model
             gc.collect()
 
-    results = {name: tokens_per_step / min(seconds) for name, seconds in durations.items()}
-    ratio = results[trainer_name] / results[plain_name]
+    rates = {name: tokens_per_step / min(seconds) for name, seconds in durations.items()}
     optimizer = f"{optimizer_cls.__name__}({', '.join(f'{k}={v}' for k, v in optimizer_kwargs.items())})"
+    return {"model": model_name, "parameters": parameters, "gflops": gflops, "limit": limit,
+            "batch_size": args.batch_size, "block_size": args.block_size, "steps": args.steps,
+            "rounds": args.rounds, "optimizer": optimizer, "load_before": load_before,
+            "durations": durations, "rates": rates, "trainer": trainer_name, "plain": plain_name,
+            "ratio": rates[trainer_name] / rates[plain_name], "target": TARGET_RATIO}
+
+
+def report(r: dict) -> str:
+    """The Markdown table of :func:`measure`'s results."""
+    tokens_per_step = r["batch_size"] * r["block_size"]
     lines = [
-        f"Model: {model_name}, {parameters / 1e6:.1f}M parameters; batch {args.batch_size} × block "
-        f"{args.block_size} = {tokens_per_step} tokens/step; {args.rounds} rounds × {args.steps} "
-        f"steps per path, order alternating, fresh model copy each; fastest step, each "
-        f"round's first step left out; optimizer {optimizer} in both; torch {torch.__version__}, "
+        f"Model: {r['model']}, {r['parameters'] / 1e6:.1f}M parameters; batch {r['batch_size']} × "
+        f"block {r['block_size']} = {tokens_per_step} tokens/step; {r['rounds']} rounds × "
+        f"{r['steps']} steps per path, order alternating, fresh model copy each; fastest step, each "
+        f"round's first step left out; optimizer {r['optimizer']} in both; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cores ({platform.machine()}); "
-        f"1-minute load average before the run {load_before:.1f} (well above 0 means other work "
-        "shared the cores).",
+        f"1-minute load average before the run {r['load_before']:.1f} (well above 0 means other "
+        "work shared the cores).",
         "",
-        f"fp32 matmul (1024×1024, best of 20): **{gflops:.1f} GFLOP/s** → limit ≈ "
-        f"GFLOP/s·1e9 / (6 × parameters) = **{limit:,.0f} tokens/s**.",
+        f"fp32 matmul (1024×1024, best of 20): **{r['gflops']:.1f} GFLOP/s** → limit ≈ "
+        f"GFLOP/s·1e9 / (6 × parameters) = **{r['limit']:,.0f} tokens/s**.",
         "",
         "| path | fastest step (s) | median step (s) | tokens/s (fastest) | fraction of limit |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, rate in results.items():
-        lines.append(f"| {name} | {min(durations[name]):.2f} | {statistics.median(durations[name]):.2f} "
-                     f"| {rate:,.0f} | {rate / limit:.0%} |")
-    verdict = "met" if ratio >= TARGET_RATIO else "not met"
-    lines += ["", f"Trainer / plain = **{ratio:.2f}** (target ≥ {TARGET_RATIO:.2f}: {verdict})."]
-    table = "\n".join(lines)
+    for name, rate in r["rates"].items():
+        steps = r["durations"][name]
+        lines.append(f"| {name} | {min(steps):.2f} | {statistics.median(steps):.2f} "
+                     f"| {rate:,.0f} | {rate / r['limit']:.0%} |")
+    verdict = "met" if r["ratio"] >= r["target"] else "not met"
+    lines += ["", f"Trainer / plain = **{r['ratio']:.2f}** (target ≥ {r['target']:.2f}: {verdict})."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    table = report(measure(args))
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bench_training.py " + " ".join(sys.argv[1:] if argv is None else argv)

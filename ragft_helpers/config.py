@@ -22,7 +22,7 @@ class Profile:
     name: str
     description: str
     train_max_steps: int  # optimiser steps per fine-tuning run
-    train_batch_size: int
+    train_batch_size: int  # blocks per optimiser step
     block_size: int  # tokens per training example
     train_max_chars: int | None  # cap on WikiText training text (None = all of it)
     eval_max_tokens: int  # held-out tokens used for perplexity
@@ -32,6 +32,19 @@ class Profile:
     max_new_tokens: int  # generation budget for answers and samples
     n_questions: int | None  # questions scored by the harness (None = all)
     kb_train_epochs: float  # epochs over the knowledge base in notebook 05
+    # Blocks per forward pass (None = train_batch_size); the rest of the batch is gradient
+    # accumulation: the same update with a fraction of the activation memory.
+    micro_batch_size: int | None = None
+
+    def __post_init__(self):
+        micro = self.micro_batch_size or self.train_batch_size
+        if self.train_batch_size % micro:
+            raise ValueError(f"profile {self.name}: train_batch_size {self.train_batch_size} is not "
+                             f"a multiple of micro_batch_size {micro}")
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.train_batch_size // (self.micro_batch_size or self.train_batch_size)
 
 
 PROFILES: dict[str, Profile] = {
@@ -64,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=48,
         n_questions=None,
         kb_train_epochs=5.0,
+        micro_batch_size=1,  # keeps notebook 02 under 3 GB of memory
     ),
     "full": Profile(
         name="full",

@@ -111,6 +111,7 @@ def cpu_threads() -> int:
 def training_arguments(settings: Settings, output_dir: str | os.PathLike, **overrides):
     """``TrainingArguments`` from the profile's budgets; ``overrides`` replace any of them.
 
+    Each optimiser step sees ``train_batch_size`` blocks, ``micro_batch_size`` per forward pass.
     Precision: bf16 on CUDA GPUs that support it, else fp16 on CUDA, else fp32. On the CPU torch
     uses :func:`cpu_threads` threads. The validation loss is measured before the first step and every
     ``eval_steps``; a checkpoint is saved at each evaluation, and the last two are kept.
@@ -128,8 +129,9 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=max_steps,
-        per_device_train_batch_size=profile.train_batch_size,
-        per_device_eval_batch_size=profile.train_batch_size,
+        per_device_train_batch_size=profile.train_batch_size // profile.gradient_accumulation_steps,
+        gradient_accumulation_steps=profile.gradient_accumulation_steps,
+        per_device_eval_batch_size=profile.train_batch_size // profile.gradient_accumulation_steps,
         learning_rate=profile.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max_steps // 20,
@@ -373,19 +375,6 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
     finally:
         model.train(was_training)
     return continuations
-
-
-def compare_generations(before_model, after_model, tokenizer, prompts: Iterable[str], **options):
-    """A table with one row per prompt: ``prompt``, ``before`` and ``after`` continuations.
-
-    ``options`` go to :func:`generate` (``max_new_tokens`` is required there).
-    """
-    import pandas as pd
-
-    prompts = list(prompts)
-    return pd.DataFrame({"prompt": prompts,
-                         "before": generate(before_model, tokenizer, prompts, **options),
-                         "after": generate(after_model, tokenizer, prompts, **options)})
 
 
 # ---- saving --------------------------------------------------------------------------------------

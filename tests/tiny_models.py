@@ -19,13 +19,15 @@ def tiny_tokenizer(text: str = TINY_TEXT) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
 
 
-def tiny_gpt2(tokenizer, *, seed: int = 0, n_positions: int = 64, n_embd: int = 32, n_layer: int = 2):
-    """A randomly initialised GPT-2 sized to ``tokenizer``, seeded, with its EOS as BOS and EOS."""
+def tiny_gpt2(tokenizer, *, seed: int = 0, n_positions: int = 64, n_embd: int = 32, n_layer: int = 2,
+              **config):
+    """A randomly initialised GPT-2 sized to ``tokenizer``, seeded, with its EOS as BOS and EOS;
+    ``config`` overrides other ``GPT2Config`` fields (e.g. ``resid_pdrop=0.0``)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
                         n_layer=n_layer, n_head=2, bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+                        eos_token_id=tokenizer.eos_token_id, **config)
     return GPT2LMHeadModel(config)

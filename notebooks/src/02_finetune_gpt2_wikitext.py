@@ -33,7 +33,8 @@ wikitext, wikitext_provenance = corpus.load_wikitext(settings)
 timings["load model and data"] = time.perf_counter() - start
 tokenizer = finetune.ensure_pad_token(base.tokenizer)
 print(f"profile {settings.profile.name}: {settings.profile.train_max_steps} steps × "
-      f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens")
+      f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens, "
+      f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step")
 
 # %% [markdown]
 # ## Step 1 — Why the usual snippet fails as written
@@ -105,14 +106,32 @@ assert slice_output.global_step == 2 and slice_output.training_loss < 20
 del slice_model, slice_trainer
 
 # %% [markdown]
-# ## Step 4 — Perplexity before fine-tuning
-# Measured on the held-out validation split, with the sliding window from notebook 01.
+# ## Step 4 — The base model, measured before fine-tuning
+# Perplexity on the held-out validation split, with the sliding window from notebook 01, and
+# greedy continuations of a few prompts, to compare with the fine-tuned model in step 7.
 
 # %%
 start = time.perf_counter()
 ppl_before = finetune.validation_perplexity(base.model, tokenizer, wikitext, settings)
 timings["perplexity (before)"] = time.perf_counter() - start
 print(f"before: perplexity {ppl_before.perplexity:.2f} over {ppl_before.n_tokens:,} tokens")
+prompts = [" = Valkyrie = \n\n The", " The river flows", " In 1998 , the band"]
+generations = pd.DataFrame({"prompt": prompts, "before": finetune.generate(
+    base.model, tokenizer, prompts, max_new_tokens=settings.profile.max_new_tokens)})
+
+# %% [markdown]
+# > **Memory.** Training holds the weights, their gradients and AdamW's two running averages:
+# > four copies of every parameter, plus the activations of a batch. The base model is no longer
+# > needed, so it is freed before training; the `laptop` profile also splits each batch of 4
+# > blocks into micro-batches of 1 (`micro_batch_size`) whose gradients are accumulated — the same
+# > update with a quarter of the activation memory.
+
+# %%
+import gc
+
+base_name = base.provenance.name
+del base
+gc.collect()
 
 # %% [markdown]
 # ## Step 5 — Fine-tune with the profile's budget
@@ -125,7 +144,7 @@ print(f"before: perplexity {ppl_before.perplexity:.2f} over {ppl_before.n_tokens
 run = finetune.finetune_on_wikitext(settings)
 timings["fine-tune (incl. evaluations)"] = run.seconds
 history = run.history
-finetune.plot_loss_curve(history).set_title(f"Fine-tuning {base.provenance.name} on WikiText")
+finetune.plot_loss_curve(history).set_title(f"Fine-tuning {base_name} on WikiText")
 history.tail()
 
 # %%
@@ -144,9 +163,9 @@ start = time.perf_counter()
 ppl_after = finetune.validation_perplexity(run.model, tokenizer, wikitext, settings)
 timings["perplexity (after)"] = time.perf_counter() - start
 perplexities = pd.DataFrame([
-    {"model": f"{base.provenance.name} (base)", "perplexity": ppl_before.perplexity,
+    {"model": f"{base_name} (base)", "perplexity": ppl_before.perplexity,
      "tokens evaluated": ppl_before.n_tokens},
-    {"model": f"{base.provenance.name} fine-tuned on WikiText", "perplexity": ppl_after.perplexity,
+    {"model": f"{base_name} fine-tuned on WikiText", "perplexity": ppl_after.perplexity,
      "tokens evaluated": ppl_after.n_tokens},
 ])
 perplexities
@@ -161,13 +180,12 @@ assert ppl_after.perplexity < ppl_before.perplexity
 
 # %% [markdown]
 # ## Step 7 — Generations before and after
-# The same prompts, greedy decoding, both models side by side. Look for WikiText's habits in the
-# fine-tuned column: its heading style, ` @-@ ` escapes, encyclopedic tone.
+# The prompts of step 4, greedy decoding, both models side by side. Look for WikiText's habits
+# in the fine-tuned column: its heading style, ` @-@ ` escapes, encyclopedic tone.
 
 # %%
-prompts = [" = Valkyrie = \n\n The", " The river flows", " In 1998 , the band"]
-generations = finetune.compare_generations(base.model, run.model, tokenizer, prompts,
-                                           max_new_tokens=settings.profile.max_new_tokens)
+generations["after"] = finetune.generate(run.model, tokenizer, prompts,
+                                         max_new_tokens=settings.profile.max_new_tokens)
 generations
 
 # %%
@@ -200,7 +218,7 @@ runtime = pd.DataFrame([{"stage": stage, "seconds": round(seconds, 1)}
                         for stage, seconds in timings.items()])
 runtime.loc[len(runtime)] = {"stage": "total", "seconds": round(sum(timings.values()), 1)}
 print(f"device: {finetune.training_device()}, {os.cpu_count()} cores, torch threads "
-      f"{torch.get_num_threads()}, profile {settings.profile.name}, model {base.provenance.name}, "
+      f"{torch.get_num_threads()}, profile {settings.profile.name}, model {base_name}, "
       f"{run.train_output.global_step} steps × {settings.profile.train_batch_size} × "
       f"{settings.profile.block_size} tokens")
 runtime
