@@ -247,6 +247,9 @@ def _pack(counts: list[int], strengths: list[int], budget: int, overlap: int,
             last = best - 1
         while last > first and not fits(first, last):
             last -= 1
+        if ranges and last <= ranges[-1][1]:  # only overlap, nothing new: restart without overlap
+            first = ranges[-1][1] + 1
+            continue
         ranges.append((first, last))
         if last + 1 >= n:
             break

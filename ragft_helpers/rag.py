@@ -96,11 +96,19 @@ def retrieve(question: str, k: int = 4, collection=None, *,
 def as_data(text: str, tokenizer=None) -> str:
     """``text`` with anything that could end the context or fake a source or a turn removed:
     ``<context>`` tags, chat markup such as ``<|im_end|>``, the tokenizer's special tokens, and
-    ``[n]`` source numbers at line starts (they become ``(n)``)."""
-    text = _CHAT_MARKUP.sub("", _CONTEXT_TAG.sub("", text))
-    for token in getattr(tokenizer, "all_special_tokens", None) or []:
-        if token:
-            text = text.replace(token, "")
+    ``[n]`` source numbers at line starts (they become ``(n)``).
+
+    Removal repeats until nothing is left to remove: one pass over ``</con</context>text>`` would
+    leave a closing tag assembled from the pieces around the one it removed.
+    """
+    specials = [token for token in getattr(tokenizer, "all_special_tokens", None) or [] if token]
+    while True:
+        cleaned = _CHAT_MARKUP.sub("", _CONTEXT_TAG.sub("", text))
+        for token in specials:
+            cleaned = cleaned.replace(token, "")
+        if cleaned == text:  # each changing pass shortens the text, so this ends
+            break
+        text = cleaned
     return _SOURCE_NUMBER.sub(r"\1(\2)", text)
 
 
