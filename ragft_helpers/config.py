@@ -35,6 +35,9 @@ class Profile:
     # Blocks per forward pass (None = train_batch_size); the rest of the batch is gradient
     # accumulation: the same update with a fraction of the activation memory.
     micro_batch_size: int | None = None
+    # Trainer's ``optim`` (None = its default, fused AdamW). AdamW keeps two running averages per
+    # weight (twice the model's size); Adafactor factorises them into row and column statistics.
+    optimizer: str | None = None
 
     def __post_init__(self):
         micro = self.micro_batch_size or self.train_batch_size
@@ -77,7 +80,8 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=48,
         n_questions=None,
         kb_train_epochs=5.0,
-        micro_batch_size=1,  # keeps notebook 02 under 3 GB of memory
+        micro_batch_size=1,  # with Adafactor, keeps notebook 02 under 3 GB of memory
+        optimizer="adafactor",
     ),
     "full": Profile(
         name="full",

@@ -111,7 +111,8 @@ def cpu_threads() -> int:
 def training_arguments(settings: Settings, output_dir: str | os.PathLike, **overrides):
     """``TrainingArguments`` from the profile's budgets; ``overrides`` replace any of them.
 
-    Each optimiser step sees ``train_batch_size`` blocks, ``micro_batch_size`` per forward pass.
+    Each optimiser step sees ``train_batch_size`` blocks, ``micro_batch_size`` per forward pass;
+    the profile's ``optimizer`` replaces Trainer's default AdamW when set.
     Precision: bf16 on CUDA GPUs that support it, else fp16 on CUDA, else fp32. On the CPU torch
     uses :func:`cpu_threads` threads. The validation loss is measured before the first step and every
     ``eval_steps``; a checkpoint is saved at each evaluation, and the last two are kept.
@@ -150,6 +151,8 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
         report_to="none",
         seed=settings.seed,
     )
+    if profile.optimizer:
+        values["optim"] = profile.optimizer
     values.update(overrides)
     return TrainingArguments(**values)
 

@@ -141,11 +141,19 @@ def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     assert (overridden.max_steps, overridden.learning_rate) == (7, 1e-3)
 
 
+def test_the_laptop_profile_trades_compute_for_memory(tmp_path):
+    args = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "laptop"}), tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 4)
+    assert args.optim == "adafactor"
+
+
+@pytest.mark.parametrize("optimizer", [None, "adafactor"])
 def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, settings, lm_datasets,
-                                                                tmp_path):
+                                                                tmp_path, optimizer):
     import matplotlib
 
     matplotlib.use("Agg")
+    settings = replace(settings, profile=replace(settings.profile, optimizer=optimizer))
     model = tiny_model(tokenizer)
     validation_text = wikitext_rows(4)
     before = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
@@ -153,6 +161,7 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
                                      max_steps=20, eval_steps=10, logging_steps=2,
                                      disable_tqdm=True)
     assert len(trainer.eval_dataset) == 64 // 16  # cut to eval_max_tokens
+    assert trainer.args.optim == (optimizer or "adamw_torch_fused")
     output = finetune.train(trainer)
     assert output.global_step == 20
     history = finetune.log_history_frame(trainer)

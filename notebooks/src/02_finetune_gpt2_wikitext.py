@@ -15,6 +15,7 @@
 # - Save the fine-tuned model where later notebooks find it.
 
 # %%
+import gc
 import tempfile
 import time
 
@@ -104,6 +105,7 @@ slice_output = slice_trainer.train()
 print(f"slice run: {slice_output.global_step} steps, loss {slice_output.training_loss:.3f}")
 assert slice_output.global_step == 2 and slice_output.training_loss < 20
 del slice_model, slice_trainer
+gc.collect()
 
 # %% [markdown]
 # ## Step 4 — The base model, measured before fine-tuning
@@ -120,15 +122,15 @@ generations = pd.DataFrame({"prompt": prompts, "before": finetune.generate(
     base.model, tokenizer, prompts, max_new_tokens=settings.profile.max_new_tokens)})
 
 # %% [markdown]
-# > **Memory.** Training holds the weights, their gradients and AdamW's two running averages:
-# > four copies of every parameter, plus the activations of a batch. The base model is no longer
-# > needed, so it is freed before training; the `laptop` profile also splits each batch of 4
-# > blocks into micro-batches of 1 (`micro_batch_size`) whose gradients are accumulated — the same
-# > update with a quarter of the activation memory.
+# > **Memory.** Training holds the weights, their gradients and the optimiser's state — AdamW
+# > keeps two running averages per weight, so four copies of every parameter — plus the
+# > activations of a batch. The base model is not needed any more, so it is freed before the
+# > training runs. The `laptop` profile saves more: it uses Adafactor, which keeps row and column
+# > statistics instead of a full second copy, and splits each batch of 4 blocks into
+# > micro-batches of 1 (`micro_batch_size`) whose gradients are accumulated — the same update
+# > with a quarter of the activation memory.
 
 # %%
-import gc
-
 base_name = base.provenance.name
 del base
 gc.collect()
