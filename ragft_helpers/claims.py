@@ -145,3 +145,37 @@ def claims_table(evidence: Evidence):
         verdict, measured = judge(evidence)
         rows.append({"claim": claim, "evidence": measured, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def expectations(summaries: dict[str, dict], perplexities) -> "pd.DataFrame":  # noqa: F821
+    """What the course expects at the laptop profile, each with its measured values and whether
+    this run agrees.
+
+    ``summaries``: system name → :func:`ragft_helpers.evaluate.summarise` result (needs "base",
+    "RAG", "FT", "FT+aug"); ``perplexities``: a frame indexed by model ("base", "kb-full") with
+    "KB-text perplexity" and "WikiText perplexity" columns.
+    """
+    import pandas as pd
+
+    def mc(system: str, metric: str = "mc") -> float:
+        return summaries[system][metric]["value"]
+
+    kb = perplexities["KB-text perplexity"]
+    wiki = perplexities["WikiText perplexity"]
+    forgetting = relative_change(wiki["base"], wiki["kb-full"])
+    rows = [
+        ("RAG beats the base model on single-hop questions (MC)",
+         f"{mc('RAG', 'mc_single-hop'):.2f} vs {mc('base', 'mc_single-hop'):.2f}",
+         mc("RAG", "mc_single-hop") > mc("base", "mc_single-hop")),
+        ("RAG beats plain fine-tuning on single-hop questions (MC)",
+         f"{mc('RAG', 'mc_single-hop'):.2f} vs {mc('FT', 'mc_single-hop'):.2f}",
+         mc("RAG", "mc_single-hop") > mc("FT", "mc_single-hop")),
+        ("fine-tuning lowers perplexity on knowledge-base text",
+         f"{kb['base']:.1f} → {kb['kb-full']:.1f}", kb["kb-full"] < kb["base"]),
+        ("augmentation raises fine-tuning's knowledge score (MC)",
+         f"FT+aug {mc('FT+aug'):.2f} vs FT {mc('FT'):.2f}", mc("FT+aug") > mc("FT")),
+        ("forgetting is measurable (WikiText perplexity moves by more than "
+         f"{PERPLEXITY_TOLERANCE:.0%})", f"{wiki['base']:.1f} → {wiki['kb-full']:.1f} ({forgetting:+.1%})",
+         abs(forgetting) > PERPLEXITY_TOLERANCE),
+    ]
+    return pd.DataFrame(rows, columns=["expectation", "measured", "holds"])

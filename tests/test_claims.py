@@ -70,3 +70,24 @@ def test_interval_comparison():
     assert claims.compare_intervals(_ci(0.8), _ci(0.2)) == 1
     assert claims.compare_intervals(_ci(0.2), _ci(0.8)) == -1
     assert claims.compare_intervals(_ci(0.5), _ci(0.55)) == 0
+
+
+def _summary(mc, single_hop):
+    return {"mc": {"value": mc}, "mc_single-hop": {"value": single_hop}}
+
+
+def test_expectations_report_each_check_with_its_numbers():
+    import pandas as pd
+
+    summaries = {"base": _summary(0.3, 0.2), "RAG": _summary(0.7, 0.9), "FT": _summary(0.35, 0.3),
+                 "FT+aug": _summary(0.3, 0.3)}
+    perplexities = pd.DataFrame({"KB-text perplexity": [20.0, 9.0], "WikiText perplexity": [30.0, 30.1]},
+                                index=["base", "kb-full"])
+    table = claims.expectations(summaries, perplexities)
+    holds = dict(zip(table["expectation"].str.split(" \\(").str[0], table["holds"]))
+    assert holds["RAG beats the base model on single-hop questions"]
+    assert holds["RAG beats plain fine-tuning on single-hop questions"]
+    assert holds["fine-tuning lowers perplexity on knowledge-base text"]
+    assert not holds["augmentation raises fine-tuning's knowledge score"]  # 0.30 < 0.35
+    assert not holds["forgetting is measurable"]  # +0.3% is within the 1% tolerance
+    assert "30.0 → 30.1 (+0.3%)" in set(table["measured"])

@@ -99,17 +99,9 @@ evaluate.plot_accuracy(by_type, [s.name for s in systems])
 plt.show()
 
 # %%
-single_hop = [q for q in free_form if q.type == "single-hop"]
 summaries = {r.name: r.summary() for r in results}
 free_single = {name: s["free_single-hop"]["value"] for name, s in summaries.items()}
 print("free-form accuracy on single-hop questions:", free_single)
-for claim, holds in [("RAG beats base on single-hop (MC)",
-                      summaries["RAG"]["mc_single-hop"]["value"] > summaries["base"]["mc_single-hop"]["value"]),
-                     ("RAG beats plain FT on single-hop (MC)",
-                      summaries["RAG"]["mc_single-hop"]["value"] > summaries["FT"]["mc_single-hop"]["value"]),
-                     ("augmentation raises FT's knowledge score (MC)",
-                      summaries["FT+aug"]["mc"]["value"] > summaries["FT"]["mc"]["value"])]:
-    print(f"{'as expected' if holds else 'NOT as expected at this scale'}: {claim}")
 
 # %%
 # Checkpoint: retrieval lets the model answer single-hop questions the base model cannot.
@@ -160,6 +152,19 @@ perplexities
 assert perplexities.loc["kb-full", "KB-text perplexity"] < perplexities.loc["base", "KB-text perplexity"]
 forgetting = perplexities["WikiText perplexity"] / perplexities.loc["base", "WikiText perplexity"] - 1
 print("WikiText perplexity change after fine-tuning:", forgetting.drop("base").map("{:+.1%}".format).to_dict())
+
+# %% [markdown]
+# ### What the course expects, and what this run found
+# At the `laptop` profile the course expects the five results below. Each row is computed from
+# this run's numbers; where a row says `False`, this run disagrees — at the `smoke` profile's tiny
+# budgets that is common, and it is reported rather than hidden.
+
+# %%
+expected = claims.expectations(summaries, perplexities)
+with pd.option_context("display.max_colwidth", None):
+    display(expected)
+for row in expected.itertuples():
+    print(f"{'as expected' if row.holds else 'NOT as expected in this run'}: {row.expectation}")
 
 # %% [markdown]
 # ## Step 6 — Freshness: the facts change
