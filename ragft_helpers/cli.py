@@ -63,7 +63,7 @@ def _model_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a plain name; use letters, digits, '.', '_' or '-' (it becomes the "
-            "folder RAGFT_CACHE_DIR/finetuned/<name>)")
+            "folder RAGFT_CACHE_DIR/finetuned/<profile>/<name>)")
     return text
 
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--no-resume", action="store_true",
                       help="start from step 0 even if the output folder holds checkpoints")
     tune.add_argument("--save-as", metavar="NAME", type=_model_name,
-                      help="also save the model to RAGFT_CACHE_DIR/finetuned/NAME, where "
+                      help="also save the model to RAGFT_CACHE_DIR/finetuned/<profile>/NAME, where "
                            "finetune.load_finetuned(NAME) finds it (notebook 02 saves as "
                            f"{WIKITEXT_FINETUNED})")
     tune.set_defaults(run=cmd_finetune)

@@ -383,11 +383,14 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
 # ---- saving --------------------------------------------------------------------------------------
 
 def finetuned_dir(name: str, settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).cache_dir / "finetuned" / name
+    """``RAGFT_CACHE_DIR/finetuned/<profile>/<name>``: one folder per profile, so a model trained
+    on the smoke budget is never taken for the laptop one."""
+    settings = settings or get_settings()
+    return settings.cache_dir / "finetuned" / settings.profile.name / name
 
 
 def save_finetuned(model, tokenizer, name: str, settings: Settings | None = None) -> Path:
-    """Save model (safetensors) and tokenizer to ``RAGFT_CACHE_DIR/finetuned/<name>``.
+    """Save model (safetensors) and tokenizer to ``RAGFT_CACHE_DIR/finetuned/<profile>/<name>``.
 
     Written to a staging folder first and renamed, so an interrupted save leaves no half model.
     """

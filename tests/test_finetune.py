@@ -318,7 +318,7 @@ def test_generate_returns_only_the_continuation(tokenizer):
 def test_save_and_load_finetuned(tokenizer, settings):
     model = tiny_model(tokenizer).eval()
     path = finetune.save_finetuned(model, tokenizer, "tiny", settings)
-    assert path == settings.cache_dir / "finetuned" / "tiny"
+    assert path == settings.cache_dir / "finetuned" / settings.profile.name / "tiny"
     assert (path / "model.safetensors").is_file()
     loaded = finetune.load_finetuned("tiny", settings)
     ids = torch.tensor([tokenizer("the ferry leaves").input_ids])
@@ -330,4 +330,4 @@ def test_save_and_load_finetuned(tokenizer, settings):
 def test_load_finetuned_names_the_notebook_that_creates_it(settings):
     with pytest.raises(AssetError, match="notebook 02") as caught:
         finetune.load_finetuned(finetune.WIKITEXT_FINETUNED, settings)
-    assert str(settings.cache_dir / "finetuned" / finetune.WIKITEXT_FINETUNED) in str(caught.value)
+    assert str(finetune.finetuned_dir(finetune.WIKITEXT_FINETUNED, settings)) in str(caught.value)

@@ -81,7 +81,7 @@ del lora_preview
 
 # %% [markdown]
 # ## Step 4 — Train (or reload) the four variants
-# `ensure_variants` trains each variant that is not saved yet in `RAGFT_CACHE_DIR/finetuned/`
+# `ensure_variants` trains each variant that is not saved yet in `RAGFT_CACHE_DIR/finetuned/<profile>/`
 # and saves it there by name: the full models as a plain checkpoint, the LoRA variants as an
 # adapter only. A rerun reloads what is already saved, with the numbers measured when it was
 # trained; `retrain=True` trains again.
