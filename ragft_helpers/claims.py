@@ -147,9 +147,9 @@ def claims_table(evidence: Evidence):
     return pd.DataFrame(rows)
 
 
-def expectations(summaries: dict[str, dict], perplexities) -> "pd.DataFrame":  # noqa: F821
-    """What the course expects at the laptop profile, each with its measured values and whether
-    this run agrees.
+def expectations(summaries: dict[str, dict], perplexities):
+    """A table of what the course expects at the laptop profile: ``expectation``, ``measured``
+    (this run's values) and ``holds``.
 
     ``summaries``: system name → :func:`ragft_helpers.evaluate.summarise` result (needs "base",
     "RAG", "FT", "FT+aug"); ``perplexities``: a frame indexed by model ("base", "kb-full") with

@@ -9,7 +9,7 @@ import torch
 from ragft_helpers import finetune
 from ragft_helpers.assets import AssetError
 from ragft_helpers.config import PROFILES, get_settings
-from tests.tiny_models import tiny_gpt2
+from tests.tiny_models import one_torch_thread, tiny_gpt2  # noqa: F401 (autouse fixture)
 
 SENTENCES = [
     " the ferry leaves the harbour at nine and returns at noon . \n",
@@ -24,16 +24,6 @@ def wikitext_rows(n_articles: int) -> list[str]:
         rows += [f" = Island {index % 3} = \n", ""] + SENTENCES + [""]
     return rows
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
-    """Tiny models gain nothing from a second thread, and with a busy neighbour two threads
-    spin-wait for each other (10× slower)."""
-    previous = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@ run ends: same global step, same losses, same weights (tiny GPT-2, no network)."
 from dataclasses import replace
 
 import pytest
-import torch
 from transformers import TrainerCallback
 
 from ragft_helpers import finetune
 from ragft_helpers.config import PROFILES, get_settings
-from tests.tiny_models import TINY_TEXT, tiny_gpt2, tiny_tokenizer
+from tests.tiny_models import TINY_TEXT, one_torch_thread, tiny_gpt2, tiny_tokenizer  # noqa: F401 (autouse fixture)
 
 MAX_STEPS = 8  # N
 SAVE_EVERY = 2
@@ -44,15 +43,6 @@ class CountSteps(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(state.global_step)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
-    """One thread: tiny models gain nothing from two, and the runs stay comparable."""
-    previous = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

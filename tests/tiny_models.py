@@ -1,4 +1,5 @@
 """Tiny, offline stand-ins for exercising code paths: a word-level tokenizer built from text."""
+import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -31,3 +32,16 @@ def tiny_gpt2(tokenizer, *, seed: int = 0, n_positions: int = 64, n_embd: int = 
                         n_layer=n_layer, n_head=2, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, **config)
     return GPT2LMHeadModel(config)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """Import into a test module to run its tests on one torch thread: tiny models gain nothing
+    from a second one, and with a busy neighbour two threads spin-wait for each other."""
+    import torch
+
+    previous = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
