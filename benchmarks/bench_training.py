@@ -1,7 +1,8 @@
 """Training throughput: the ``Trainer`` path (``build_trainer``) against a plain PyTorch loop.
 
 Both paths train a fresh copy of the same model on the same random token blocks, with the same
-batch size, block length, number of steps and AdamW settings (the ones ``Trainer`` picks), in
+batch size, block length, number of steps and optimizer (the one ``Trainer`` picks for the
+profile: fused AdamW, or Adafactor at the laptop profile), without gradient accumulation, in
 rounds that alternate which path goes first. Each path's throughput comes from its fastest step
 (as ``timeit`` does: other work on the machine only ever slows a step down), each round's first
 step (warm-up) left out; the median step is reported too. The
@@ -92,7 +93,8 @@ def run_trainer(model, tokenizer, blocks, settings, steps: int, batch_size: int)
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = build_trainer(model, tokenizer, data, settings, output_dir, max_steps=steps,
-                                per_device_train_batch_size=batch_size, eval_strategy="no",
+                                per_device_train_batch_size=batch_size,
+                                gradient_accumulation_steps=1, eval_strategy="no",
                                 eval_on_start=False, save_strategy="no", logging_steps=steps,
                                 logging_first_step=False, disable_tqdm=True)
         trainer.add_callback(timer)

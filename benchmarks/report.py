@@ -8,7 +8,8 @@ and RAG (``bench_rag``: indexing vs raw embedding, re-index vs cold build, query
 question alone, RAG answer vs its generation), and notebooks 01, 03 and 04 at the smoke profile
 (``bench_notebooks``). Each stage is reported as a ratio to its baseline from the same run, and
 the training and embedding stages as a fraction of the matmul limit: training costs about
-6 × parameters FLOPs per token, a forward pass (embedding) about 2 × parameters.
+6 × parameters FLOPs per token, a forward pass (embedding) about 2 × parameters outside the
+embedding tables (a lookup costs no FLOPs).
 
 Writes benchmarks/RESULTS.md and benchmarks/RESULTS.png, and the tables of each benchmark to
 benchmarks/results/ as the scripts do on their own.
@@ -83,7 +84,8 @@ def markdown(stages: list[dict], notebooks: list[tuple], gflops: float, training
         f"fp32 matmul (1024 × 1024, best of 20): **{gflops:.1f} GFLOP/s**. Training limit for "
         f"{training['model']} ({training['parameters'] / 1e6:.1f}M parameters, 6 × parameters FLOPs "
         f"per token): {training['limit']:,.0f} tokens/s. Embedding limit for all-MiniLM-L6-v2 "
-        f"({rag['embedding_parameters'] / 1e6:.1f}M parameters, 2 × parameters FLOPs per token): "
+        f"({rag['embedding_parameters'] / 1e6:.1f}M parameters outside its embedding tables, 2 × "
+        "those FLOPs per token): "
         f"{gflops * 1e9 / (2 * rag['embedding_parameters']):,.0f} tokens/s.",
         "",
         "| stage | measured | baseline (same run) | ratio | target | | fraction of matmul limit |",
