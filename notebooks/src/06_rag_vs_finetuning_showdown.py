@@ -165,6 +165,10 @@ with pd.option_context("display.max_colwidth", None):
     display(expected)
 for row in expected.itertuples():
     print(f"{'as expected' if row.holds else 'NOT as expected in this run'}: {row.expectation}")
+# Checkpoint, loose and only above the smoke budget: retrieval beats the model alone on
+# single-hop questions and fine-tuning fits the knowledge-base text (the first and third rows).
+if settings.profile.name != "smoke":
+    assert expected["holds"].iloc[0] and expected["holds"].iloc[2], expected
 
 # %% [markdown]
 # ## Step 6 — Freshness: the facts change
