@@ -9,7 +9,7 @@ import torch
 from ragft_helpers import finetune
 from ragft_helpers.assets import AssetError
 from ragft_helpers.config import PROFILES, get_settings
-from tests.tiny_models import one_torch_thread, tiny_gpt2  # noqa: F401 (autouse fixture)
+from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_training_settings  # noqa: F401 (autouse fixture)
 
 SENTENCES = [
     " the ferry leaves the harbour at nine and returns at noon . \n",
@@ -43,9 +43,7 @@ def tiny_model(tokenizer, seed: int = 0, **config):
 
 @pytest.fixture
 def settings(tmp_path):
-    base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / "cache")})
-    profile = replace(PROFILES["smoke"], train_batch_size=8, eval_max_tokens=64, learning_rate=5e-3)
-    return replace(base, profile=profile)
+    return tiny_training_settings(tmp_path / "cache")
 
 
 @pytest.fixture

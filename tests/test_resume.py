@@ -1,13 +1,12 @@
 """An interrupted fine-tuning run resumes from its last checkpoint and ends where an uninterrupted
 run ends: same global step, same losses, same weights (tiny GPT-2, no network)."""
-from dataclasses import replace
 
 import pytest
 from transformers import TrainerCallback
 
 from ragft_helpers import finetune
-from ragft_helpers.config import PROFILES, get_settings
-from tests.tiny_models import TINY_TEXT, one_torch_thread, tiny_gpt2, tiny_tokenizer  # noqa: F401 (autouse fixture)
+from tests.tiny_models import (TINY_TEXT, one_torch_thread, tiny_gpt2, tiny_tokenizer,  # noqa: F401
+                               tiny_training_settings)  # noqa: F401 (autouse fixture)
 
 MAX_STEPS = 8  # N
 SAVE_EVERY = 2
@@ -70,9 +69,7 @@ def lm_datasets(tokenizer):
 
 @pytest.fixture
 def settings(tmp_path):
-    base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / "cache")})
-    profile = replace(PROFILES["smoke"], train_batch_size=8, eval_max_tokens=64, learning_rate=5e-3)
-    return replace(base, profile=profile)
+    return tiny_training_settings(tmp_path / "cache")
 
 
 def make_trainer(tokenizer, lm_datasets, settings, run_dir, *, seed=0, callbacks=()):

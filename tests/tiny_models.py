@@ -45,3 +45,15 @@ def one_torch_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def tiny_training_settings(cache_dir):
+    """Smoke settings sized for tiny models: batches of 8 blocks, 64 evaluation tokens, a large
+    learning rate, the cache in ``cache_dir``."""
+    from dataclasses import replace
+
+    from ragft_helpers.config import PROFILES, get_settings
+
+    base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(cache_dir)})
+    profile = replace(PROFILES["smoke"], train_batch_size=8, eval_max_tokens=64, learning_rate=5e-3)
+    return replace(base, profile=profile)
