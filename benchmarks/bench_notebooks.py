@@ -4,17 +4,20 @@
     python benchmarks/bench_notebooks.py --profile smoke 02 04            # some of them
 
 Peak memory is the largest resident set (RSS) of the kernel process tree, sampled every 0.2 s.
-Writes benchmarks/results/notebooks-<profile>.md.
+Writes benchmarks/results/notebooks-<profile>.md, with each notebook's slowest cells (from the
+execution timestamps nbclient records) to show where the time goes.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -26,6 +29,7 @@ TARGETS = {  # (whole-suite minutes, peak GB of any notebook)
     "laptop": (45.0, 4.0),
 }
 NOTEBOOK_02_PEAK_GB = 3.0  # laptop profile
+SLOWEST_CELLS = 3  # per notebook, in the table of where the time goes
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -38,11 +42,26 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, float, int]:
-    """(seconds, peak GB, exit code) of one nbconvert execution."""
-    out_dir = tempfile.mkdtemp(prefix="ragft-bench-")
+def cell_seconds(executed: Path) -> list[tuple[float, str]]:
+    """(seconds, first source line) of each code cell of an executed notebook."""
+    cells = []
+    for cell in json.loads(executed.read_text())["cells"]:
+        stamps = cell.get("metadata", {}).get("execution", {})
+        start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if cell["cell_type"] != "code" or not (start and end):
+            continue
+        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                   - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        source = "".join(cell["source"]).strip().splitlines()
+        cells.append((seconds, source[0][:70] if source else ""))
+    return cells
+
+
+def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, float, int, list]:
+    """(seconds, peak GB, exit code, per-cell seconds) of one nbconvert execution."""
+    out_dir = Path(tempfile.mkdtemp(prefix="ragft-bench-"))
     command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-               f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", out_dir, str(path)]
+               f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", str(out_dir), str(path)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watched = psutil.Process(process.pid)
@@ -53,19 +72,21 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, 
     seconds = time.perf_counter() - start
     if process.returncode:
         print(process.stderr.read().decode()[-2000:], file=sys.stderr)
-    return seconds, peak / 2**30, process.returncode
+    executed = out_dir / path.name
+    cells = cell_seconds(executed) if executed.exists() else []
+    return seconds, peak / 2**30, process.returncode, cells
 
 
-def measure(numbers: list[str], profile: str, timeout: int = 3600) -> list[tuple[str, float, float, str]]:
-    """(notebook, seconds, peak GB, result) per notebook, run in order at ``profile``."""
+def measure(numbers: list[str], profile: str, timeout: int = 3600) -> list[tuple]:
+    """(notebook, seconds, peak GB, result, per-cell seconds) per notebook, run in order."""
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if numbers:
         notebooks = [p for p in notebooks if p.name[:2] in numbers]
     env = {**os.environ, "RAGFT_PROFILE": profile}
     rows = []
     for path in notebooks:
-        seconds, peak_gb, code = run_notebook(path, env, timeout)
-        rows.append((path.name, seconds, peak_gb, "ok" if code == 0 else f"failed ({code})"))
+        seconds, peak_gb, code, cells = run_notebook(path, env, timeout)
+        rows.append((path.name, seconds, peak_gb, "ok" if code == 0 else f"failed ({code})", cells))
         print(f"{path.name}: {seconds / 60:.1f} min, peak {peak_gb:.2f} GB, {rows[-1][3]}", flush=True)
     return rows
 
@@ -77,7 +98,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
     rows = measure(args.numbers, args.profile, args.timeout)
-    failed = any(result != "ok" for *_, result in rows)
+    failed = any(row[3] != "ok" for row in rows)
     total_minutes = sum(r[1] for r in rows) / 60
     max_peak = max(r[2] for r in rows)
     minutes_target, peak_target = TARGETS.get(args.profile, (float("inf"), float("inf")))
@@ -92,7 +113,7 @@ def main() -> int:
         "",
         "| notebook | minutes | peak RSS (GB) | result |",
         "| --- | ---: | ---: | --- |",
-        *[f"| {name} | {s / 60:.1f} | {gb:.2f} | {result} |" for name, s, gb, result in rows],
+        *[f"| {name} | {s / 60:.1f} | {gb:.2f} | {result} |" for name, s, gb, result, _ in rows],
         f"| **total** | **{total_minutes:.1f}** | **{max_peak:.2f}** (max) | |",
         "",
         f"Targets: whole suite ≤ {minutes_target:g} min "
@@ -103,6 +124,11 @@ def main() -> int:
     if args.profile == "laptop" and nb02:
         verdict = "met" if nb02[0][2] <= NOTEBOOK_02_PEAK_GB else "not met"
         lines.append(f"Notebook 02 peak RSS {nb02[0][2]:.2f} GB, target ≤ {NOTEBOOK_02_PEAK_GB:g} GB ({verdict}).")
+    lines += ["", "Where the time goes: each notebook's slowest cells.", "",
+              "| notebook | cell starts with | seconds |", "| --- | --- | ---: |"]
+    for name, *_, cells in rows:
+        for seconds, first_line in sorted(cells, reverse=True)[:SLOWEST_CELLS]:
+            lines.append(f"| {name[:2]} | `{first_line.replace('|', '/')}` | {seconds:.0f} |")
     RESULTS.mkdir(exist_ok=True)
     suffix = "-".join(args.numbers)
     target = RESULTS / f"notebooks-{args.profile}{'-' + suffix if suffix else ''}.md"

@@ -5,9 +5,11 @@ batch size, block length, number of steps and optimizer (the one ``Trainer`` pic
 profile: fused AdamW, or Adafactor at the laptop profile), without gradient accumulation, in
 rounds that alternate which path goes first. Each path's throughput comes from its fastest step
 (as ``timeit`` does: other work on the machine only ever slows a step down), each round's first
-step (warm-up) left out; the median step is reported too. The
-machine's fp32 matmul speed gives a rough ceiling: training costs about 6 × parameters FLOPs per
-token, so tokens/s ≤ GFLOP/s · 1e9 / (6 · parameters).
+step (warm-up) left out; the median step is reported too. Both train in the precision of
+``RAGFT_PRECISION`` (bf16 autocast on CPUs with native bf16, else fp32; see
+``finetune.mixed_precision``). The machine's matmul speed in that precision gives a rough
+ceiling: training costs about 6 × parameters FLOPs per token, so
+tokens/s ≤ GFLOP/s · 1e9 / (6 · parameters).
 
     python benchmarks/bench_training.py [--steps 10] [--rounds 2] [--batch-size 4] [--block-size 128] [--tiny]
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 # ragft_helpers first: it switches the HF libraries to offline mode when the hub is unreachable
 from ragft_helpers.config import get_settings, set_seed
-from ragft_helpers.finetune import build_trainer, count_parameters, cpu_threads
+from ragft_helpers.finetune import build_trainer, count_parameters, cpu_threads, mixed_precision
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -39,9 +41,9 @@ TARGET_RATIO = 0.90
 TINY_VOCAB = 8192
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """Best fp32 GFLOP/s of ``torch.mm`` on two size × size matrices over ``repeats`` runs."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 1024, repeats: int = 20, dtype=torch.float32) -> float:
+    """Best GFLOP/s of ``torch.mm`` on two size × size ``dtype`` matrices over ``repeats`` runs."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b)
     seconds = []
@@ -102,14 +104,17 @@ def run_trainer(model, tokenizer, blocks, settings, steps: int, batch_size: int)
     return timer.times, Trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
 
 
-def run_plain_loop(model, blocks, optimizer_cls, optimizer_kwargs, steps: int, batch_size: int) -> list[float]:
-    """Forward, backward, optimizer step, zero_grad: nothing else."""
+def run_plain_loop(model, blocks, optimizer_cls, optimizer_kwargs, steps: int, batch_size: int,
+                   bf16: bool) -> list[float]:
+    """Forward (under bf16 autocast if ``bf16``), backward, optimizer step, zero_grad: nothing else."""
     optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
     model.train()
     times = []
     for step in range(steps):
         batch = blocks[step * batch_size:(step + 1) * batch_size]
-        model(input_ids=batch, labels=batch).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
@@ -137,7 +142,9 @@ def measure(args, gflops: float | None = None) -> dict:
     load_before = os.getloadavg()[0]
     torch.set_num_threads(cpu_threads())  # as build_trainer does
     set_seed(settings.seed)
+    precision = mixed_precision(settings.precision, "cpu") or "fp32"
     gflops = gflops or matmul_gflops()
+    train_gflops = matmul_gflops(dtype=torch.bfloat16) if precision == "bf16" else gflops
     if args.tiny:
         base_model, tokenizer, model_name = tiny_model_and_tokenizer()
     else:
@@ -149,7 +156,7 @@ def measure(args, gflops: float | None = None) -> dict:
     blocks = random_blocks(args.steps * args.batch_size, args.block_size,
                            base_model.config.vocab_size, pad_id, settings.seed)
     parameters = count_parameters(base_model)[1]
-    limit = gflops * 1e9 / (6 * parameters)
+    limit = train_gflops * 1e9 / (6 * parameters)
     tokens_per_step = args.batch_size * args.block_size
 
     trainer_name, plain_name = "Trainer (`build_trainer`)", "plain PyTorch loop"
@@ -165,7 +172,7 @@ def measure(args, gflops: float | None = None) -> dict:
                     model, tokenizer, blocks, settings, args.steps, args.batch_size)
             else:
                 times = run_plain_loop(model, blocks, optimizer_cls, optimizer_kwargs, args.steps,
-                                       args.batch_size)
+                                       args.batch_size, bf16=precision == "bf16")
             durations[name] += step_seconds(times)
             del model
             gc.collect()
@@ -173,6 +180,7 @@ def measure(args, gflops: float | None = None) -> dict:
     rates = {name: tokens_per_step / min(seconds) for name, seconds in durations.items()}
     optimizer = f"{optimizer_cls.__name__}({', '.join(f'{k}={v}' for k, v in optimizer_kwargs.items())})"
     return {"model": model_name, "parameters": parameters, "gflops": gflops, "limit": limit,
+            "precision": precision, "train_gflops": train_gflops,
             "batch_size": args.batch_size, "block_size": args.block_size, "steps": args.steps,
             "rounds": args.rounds, "optimizer": optimizer, "load_before": load_before,
             "durations": durations, "rates": rates, "trainer": trainer_name, "plain": plain_name,
@@ -186,12 +194,12 @@ def report(r: dict) -> str:
         f"Model: {r['model']}, {r['parameters'] / 1e6:.1f}M parameters; batch {r['batch_size']} × "
         f"block {r['block_size']} = {tokens_per_step} tokens/step; {r['rounds']} rounds × "
         f"{r['steps']} steps per path, order alternating, fresh model copy each; fastest step, each "
-        f"round's first step left out; optimizer {r['optimizer']} in both; torch {torch.__version__}, "
+        f"round's first step left out; optimizer {r['optimizer']} and {r['precision']} in both; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cores ({platform.machine()}); "
         f"1-minute load average before the run {r['load_before']:.1f} (well above 0 means other "
         "work shared the cores).",
         "",
-        f"fp32 matmul (1024×1024, best of 20): **{r['gflops']:.1f} GFLOP/s** → limit ≈ "
+        f"{r['precision']} matmul (1024×1024, best of 20): **{r['train_gflops']:.1f} GFLOP/s** → limit ≈ "
         f"GFLOP/s·1e9 / (6 × parameters) = **{r['limit']:,.0f} tokens/s**.",
         "",
         "| path | fastest step (s) | median step (s) | tokens/s (fastest) | fraction of limit |",

@@ -13,6 +13,7 @@ from typing import Mapping
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the knowledge base, questions, corpora
 DEFAULT_PROFILE = "laptop"
 DEFAULT_SEED = 42
+PRECISIONS = ("auto", "fp32", "bf16")  # RAGFT_PRECISION: training precision, see finetune.mixed_precision
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Settings:
     wikitext_dir: Path | None = None  # RAGFT_WIKITEXT_DIR
     seed: int = DEFAULT_SEED
     chroma_url: str | None = None  # RAGFT_CHROMA_URL
+    precision: str = "auto"  # RAGFT_PRECISION
 
     def with_profile(self, name: str) -> "Settings":
         return replace(self, profile=get_profile(name))
@@ -138,6 +140,14 @@ def _parse_seed(raw: str) -> int:
         raise ConfigError(f"RAGFT_SEED={raw!r} is not a whole number; set it to e.g. 42.") from None
 
 
+def _parse_precision(raw: str) -> str:
+    value = raw.strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise ConfigError(f"RAGFT_PRECISION={raw!r} is not a training precision; use one of: "
+                          f"{', '.join(PRECISIONS)}.")
+    return value
+
+
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -150,6 +160,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         wikitext_dir=Path(wikitext).expanduser() if wikitext else None,
         seed=_parse_seed(env.get("RAGFT_SEED", "").strip() or str(DEFAULT_SEED)),
         chroma_url=env.get("RAGFT_CHROMA_URL", "").strip() or None,
+        precision=_parse_precision(env.get("RAGFT_PRECISION", "")),
     )
 
 

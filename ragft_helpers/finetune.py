@@ -108,12 +108,48 @@ def cpu_threads() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """The CPU computes in bfloat16 natively (AVX512-BF16 or AMX), per ``/proc/cpuinfo``'s flags.
+
+    Elsewhere (no such flags, or not Linux) bf16 on the CPU is emulated and slower than fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def mixed_precision(precision: str, device: str) -> str | None:
+    """The ``Trainer`` precision flag to set: "bf16", "fp16" or None (fp32).
+
+    ``precision`` is ``Settings.precision``: "fp32" always trains in fp32; "bf16" asks for
+    bfloat16 autocast; "auto" uses bf16 where the hardware computes it natively (CUDA GPUs that
+    support it, CPUs with AVX512-BF16 or AMX), fp16 on other CUDA GPUs, else fp32. The weights and
+    the optimiser stay in fp32 either way: only the matrix products run in 16 bits.
+    """
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return "bf16"
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device == "cpu" and cpu_has_native_bf16() else None
+
+
 def training_arguments(settings: Settings, output_dir: str | os.PathLike, **overrides):
     """``TrainingArguments`` from the profile's budgets; ``overrides`` replace any of them.
 
     Each optimiser step sees ``train_batch_size`` blocks, ``micro_batch_size`` per forward pass;
     the profile's ``optimizer`` replaces Trainer's default AdamW when set.
-    Precision: bf16 on CUDA GPUs that support it, else fp16 on CUDA, else fp32. On the CPU torch
+    Precision: :func:`mixed_precision` of ``settings.precision`` (``RAGFT_PRECISION``). On the CPU torch
     uses :func:`cpu_threads` threads. The validation loss is measured before the first step and every
     ``eval_steps``; a checkpoint is saved at each evaluation, and the last two are kept.
     """
@@ -126,7 +162,7 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
         torch.set_num_threads(cpu_threads())
     max_steps = overrides.get("max_steps", profile.train_max_steps)
     eval_steps = overrides.get("eval_steps", profile.eval_steps)
-    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    precision = mixed_precision(settings.precision, device)
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -145,8 +181,8 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
         save_steps=eval_steps,
         save_total_limit=2,
         use_cpu=device == "cpu",
-        bf16=bf16,
-        fp16=device == "cuda" and not bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         dataloader_num_workers=0,
         report_to="none",
         seed=settings.seed,
@@ -189,12 +225,28 @@ def build_trainer(model, tokenizer, lm_datasets, settings: Settings, output_dir:
     )
 
 
+def train_and_restore_fp32(trainer, **train_kwargs):
+    """``trainer.train(**train_kwargs)``, then the model's own forward back.
+
+    Mixed-precision training wraps the model's ``forward`` in bf16/fp16 autocast and leaves it
+    wrapped; unwrapped, every measurement after training (perplexity, multiple choice) runs in
+    fp32 like the ones before it.
+    """
+    from accelerate.utils import extract_model_from_parallel
+
+    try:
+        return trainer.train(**train_kwargs)
+    finally:
+        extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
+
+
 def train(trainer, resume: bool = True):
     """Run ``trainer.train()``, resuming from the last checkpoint in its output folder if any.
 
     When that checkpoint already reached ``max_steps``, its weights and state are loaded and
     nothing is trained (``Trainer`` itself would take one more step past the end);
-    ``training_loss`` is then the mean of the logged train losses.
+    ``training_loss`` is then the mean of the logged train losses. Afterwards the model computes
+    in fp32 whatever precision it trained in (:func:`train_and_restore_fp32`).
     """
     from transformers import TrainerState
     from transformers.trainer import TRAINER_STATE_NAME
@@ -203,7 +255,7 @@ def train(trainer, resume: bool = True):
     output_dir = trainer.args.output_dir
     checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
     if not checkpoint:
-        return trainer.train()
+        return train_and_restore_fp32(trainer)
     state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
     if state.global_step >= trainer.args.max_steps:
         print(f"Training already finished: loading {checkpoint}")
@@ -213,7 +265,7 @@ def train(trainer, resume: bool = True):
         return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
     print(f"Resuming from {checkpoint}")
     trainer.args.eval_on_start = False  # the checkpoint's history already has that evaluation
-    return trainer.train(resume_from_checkpoint=checkpoint)
+    return train_and_restore_fp32(trainer, resume_from_checkpoint=checkpoint)
 
 
 def log_history_frame(trainer):

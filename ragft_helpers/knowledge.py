@@ -21,8 +21,8 @@ from ragft_helpers.config import Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
 from ragft_helpers.evaluate import normalise
 from ragft_helpers.finetune import (CREATED_BY, build_trainer, count_parameters, ensure_pad_token,
-                                    finetuned_dir, load_finetuned,
-                                    tokenize_and_group)
+                                    finetuned_dir, load_finetuned, tokenize_and_group,
+                                    train_and_restore_fp32)
 from ragft_helpers.qa import KNOWLEDGE_DIR, Question, load_questions
 
 
@@ -183,7 +183,7 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
         trainable, total = count_parameters(model)
         start = time.perf_counter()
         with PeakRSS() as memory:
-            trainer.train()
+            train_and_restore_fp32(trainer)
         seconds = time.perf_counter() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     model.eval()

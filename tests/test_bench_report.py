@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import report  # noqa: E402
 
-TRAINING = {"model": "m", "parameters": 100e6, "limit": 200.0, "ratio": 0.8, "target": 0.9,
+TRAINING = {"model": "m", "parameters": 100e6, "limit": 200.0, "precision": "bf16", "train_gflops": 120.0, "ratio": 0.8, "target": 0.9,
             "rates": {"T": 160.0, "P": 200.0}, "trainer": "T", "plain": "P",
             "rounds": 2, "steps": 6, "batch_size": 4, "block_size": 128}
 RAG = {"embedding_parameters": 20e6, "encode_tokens_per_s": 2_500.0, "encode_rate": 80.0,
@@ -32,7 +32,7 @@ def test_stage_rows_compare_each_stage_with_its_baseline():
 
 def test_markdown_and_chart(tmp_path):
     stages = report.stage_rows(TRAINING, RAG, gflops=100.0)
-    text = report.markdown(stages, [("01_x.ipynb", 30.0, 1.2, "ok")], 100.0, TRAINING, RAG, 600.0, 0.1)
+    text = report.markdown(stages, [("01_x.ipynb", 30.0, 1.2, "ok", [(25.0, "train()")])], 100.0, TRAINING, RAG, 600.0, 0.1)
     assert "| training (Trainer) | 160 tokens/s | plain PyTorch loop 200 tokens/s | 0.80 | ≥ 0.90 | not met | 80% |" in text
     assert "| 01_x.ipynb | 0.5 | 1.20 | ok |" in text
     png = tmp_path / "chart.png"

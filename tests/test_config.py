@@ -35,13 +35,14 @@ def test_profiles_only_change_budgets():
 def test_environment_variables_are_read():
     settings = get_settings({
         "RAGFT_MODEL": "my/model", "RAGFT_CACHE_DIR": "/tmp/x", "RAGFT_WIKITEXT_DIR": "/data/wt",
-        "RAGFT_SEED": "7", "RAGFT_CHROMA_URL": "http://127.0.0.1:8000",
+        "RAGFT_SEED": "7", "RAGFT_CHROMA_URL": "http://127.0.0.1:8000", "RAGFT_PRECISION": " BF16",
     })
     assert settings.model == "my/model"
     assert settings.cache_dir == Path("/tmp/x")
     assert settings.wikitext_dir == Path("/data/wt")
     assert settings.seed == 7
     assert settings.chroma_url == "http://127.0.0.1:8000"
+    assert settings.precision == "bf16"
 
 
 def test_defaults_when_unset():
@@ -49,11 +50,17 @@ def test_defaults_when_unset():
     assert settings.model is None and settings.wikitext_dir is None
     assert settings.cache_dir == Path("/c/ragft")
     assert settings.seed == 42
+    assert settings.precision == "auto"
 
 
 def test_bad_seed_says_what_to_set():
     with pytest.raises(ConfigError, match="RAGFT_SEED='abc'.*whole number"):
         get_settings({"RAGFT_SEED": "abc"})
+
+
+def test_bad_precision_names_the_allowed_values():
+    with pytest.raises(ConfigError, match="RAGFT_PRECISION='fp16'.*auto, fp32, bf16"):
+        get_settings({"RAGFT_PRECISION": "fp16"})
 
 
 def test_unwritable_cache_dir_names_folder_and_variable(tmp_path):

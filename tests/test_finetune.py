@@ -122,7 +122,7 @@ def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     assert args.lr_scheduler_type == "cosine" and isinstance(args.warmup_steps, int)
     assert args.save_total_limit == 2 and args.seed == 42 and args.dataloader_num_workers == 0
     if finetune.training_device() == "cpu":
-        assert args.use_cpu and not args.fp16 and not args.bf16
+        assert args.use_cpu and not args.fp16 and args.bf16 == finetune.cpu_has_native_bf16()
         assert torch.get_num_threads() == 1  # OMP_NUM_THREADS from the fixture
     overridden = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "smoke"}), tmp_path,
                                              max_steps=7, learning_rate=1e-3)
@@ -135,13 +135,35 @@ def test_the_laptop_profile_trades_compute_for_memory(tmp_path):
     assert args.optim == "adafactor"
 
 
-@pytest.mark.parametrize("optimizer", [None, "adafactor"])
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: spectre_v1\n"
+
+
+@pytest.mark.parametrize("extra, native", [("", False), ("avx512_bf16", True), ("amx_bf16 amx_tile", True)])
+def test_native_bf16_is_read_from_the_cpu_flags(extra, native):
+    assert finetune.cpu_has_native_bf16(CPUINFO.format(extra=extra)) is native
+
+
+def test_mixed_precision_follows_the_setting_and_the_hardware(monkeypatch, tmp_path):
+    assert finetune.mixed_precision("fp32", "cuda") is None
+    assert finetune.mixed_precision("bf16", "cpu") == "bf16"
+    assert finetune.mixed_precision("auto", "mps") is None
+    monkeypatch.setattr(finetune, "cpu_has_native_bf16", lambda: False)
+    assert finetune.mixed_precision("auto", "cpu") is None  # emulated bf16 would be slower
+    monkeypatch.setattr(finetune, "cpu_has_native_bf16", lambda: True)
+    assert finetune.mixed_precision("auto", "cpu") == "bf16"
+    if finetune.training_device() == "cpu":
+        fp32 = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_PRECISION": "fp32"})
+        assert not finetune.training_arguments(fp32, tmp_path).bf16
+
+
+@pytest.mark.parametrize("optimizer, precision", [(None, "fp32"), ("adafactor", "bf16")])
 def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, settings, lm_datasets,
-                                                                tmp_path, optimizer):
+                                                                tmp_path, optimizer, precision):
     import matplotlib
 
     matplotlib.use("Agg")
-    settings = replace(settings, profile=replace(settings.profile, optimizer=optimizer))
+    settings = replace(settings, precision=precision,
+                       profile=replace(settings.profile, optimizer=optimizer))
     model = tiny_model(tokenizer)
     validation_text = wikitext_rows(4)
     before = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
@@ -150,6 +172,7 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
                                      disable_tqdm=True)
     assert len(trainer.eval_dataset) == 64 // 16  # cut to eval_max_tokens
     assert trainer.args.optim == (optimizer or "adamw_torch_fused")
+    assert trainer.args.bf16 == (precision == "bf16")
     output = finetune.train(trainer)
     assert output.global_step == 20
     history = finetune.log_history_frame(trainer)
@@ -160,6 +183,12 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
     assert eval_losses.iloc[-1] < before.mean_nll
     after = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
     assert after.perplexity < before.perplexity
+    # After training the model computes in fp32 again, whatever precision it trained in.
+    fresh = tiny_model(tokenizer)
+    fresh.load_state_dict(model.state_dict())
+    ids = torch.tensor([lm_datasets["validation"][0]["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(ids).logits, fresh.eval()(ids).logits, atol=1e-5)
     ax = finetune.plot_loss_curve(history)
     assert [line.get_label() for line in ax.get_lines()] == ["train loss", "validation loss"]
 
@@ -265,12 +294,12 @@ def test_perplexity_caps_tokens_and_joins_texts(tokenizer):
 def test_micro_batches_accumulate_to_the_same_update(tokenizer, settings, lm_datasets, tmp_path):
     """micro_batch_size trades memory for passes: one step on 8 blocks in 4 micro-batches of 2
     lands on the same weights as one step on all 8 at once (SGD and no dropout, so the update is
-    the gradient itself)."""
+    the gradient itself, and fp32: bf16 rounding would differ between the two batchings)."""
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     profiles = {"whole": settings.profile, "micro": replace(settings.profile, micro_batch_size=2)}
     weights = {}
     for name, profile in profiles.items():
-        run_settings = replace(settings, profile=profile)
+        run_settings = replace(settings, profile=profile, precision="fp32")
         model = tiny_model(tokenizer, **no_dropout)
         trainer = finetune.build_trainer(model, tokenizer, lm_datasets, run_settings, tmp_path / name,
                                          max_steps=1, eval_on_start=False, save_strategy="no",

@@ -35,7 +35,8 @@ timings["load model and data"] = time.perf_counter() - start
 tokenizer = finetune.ensure_pad_token(base.tokenizer)
 print(f"profile {settings.profile.name}: {settings.profile.train_max_steps} steps × "
       f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens, "
-      f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step")
+      f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step, training precision "
+      f"{finetune.mixed_precision(settings.precision, finetune.training_device()) or 'fp32'}")
 
 # %% [markdown]
 # ## Step 1 — Why the usual snippet fails as written
@@ -129,6 +130,13 @@ generations = pd.DataFrame({"prompt": prompts, "before": finetune.generate(
 # > statistics instead of a full second copy, and splits each batch of 4 blocks into
 # > micro-batches of 1 (`micro_batch_size`) whose gradients are accumulated — the same update
 # > with a quarter of the activation memory.
+#
+# > **Precision.** Where the hardware computes bfloat16 natively — GPUs, and CPUs with the
+# > AVX512-BF16 or AMX instructions — the `Trainer` runs the matrix products in bf16 (*mixed
+# > precision*, `bf16=True`): the weights and the optimiser's state stay fp32, and each step is
+# > faster (`benchmarks/README.md` measures by how much). Elsewhere it trains in fp32;
+# > `RAGFT_PRECISION=fp32` forces that. After training the model computes in fp32 again, so the
+# > perplexities before and after are measured the same way.
 
 # %%
 base_name = base.provenance.name
@@ -138,8 +146,8 @@ gc.collect()
 # %% [markdown]
 # ## Step 5 — Fine-tune with the profile's budget
 # `finetune_on_wikitext` loads a fresh copy of the model, builds the `Trainer` (cosine schedule,
-# evaluation every `eval_steps`, checkpoints with `save_total_limit=2`, fp32 on a CPU and
-# bf16/fp16 on a GPU) and trains with a progress bar. Checkpoints live in the cache folder: a
+# evaluation every `eval_steps`, checkpoints with `save_total_limit=2`) and trains with a progress
+# bar. Checkpoints live in the cache folder: a
 # re-run of this notebook resumes from the last one instead of starting over.
 
 # %%
