@@ -1,4 +1,4 @@
-"""Every benchmark at a size that finishes in about 5 minutes on 2 cores, in one report.
+"""Every benchmark at a size that finishes in about 4 minutes on 2 cores, in one report.
 
     python benchmarks/report.py            # what `make bench` runs
 
