@@ -22,6 +22,9 @@ from pathlib import Path
 
 import psutil
 
+from ragft_helpers.config import get_settings
+from ragft_helpers.finetune import training_precision
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {  # (whole-suite minutes, peak GB of any notebook)
@@ -30,14 +33,6 @@ TARGETS = {  # (whole-suite minutes, peak GB of any notebook)
 }
 NOTEBOOK_02_PEAK_GB = 3.0  # laptop profile
 SLOWEST_CELLS = 3  # per notebook, in the table of where the time goes
-
-
-def training_precision() -> str:
-    """What the notebooks train in here (``RAGFT_PRECISION`` and the hardware)."""
-    from ragft_helpers.config import get_settings
-    from ragft_helpers.finetune import mixed_precision, training_device
-
-    return mixed_precision(get_settings().precision, training_device()) or "fp32"
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -118,7 +113,7 @@ def main() -> int:
         f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM, "
         f"{platform.machine()}, Python {platform.python_version()}; "
         f"WikiText from {os.environ.get('RAGFT_WIKITEXT_DIR') or 'the default chain'}; "
-        f"training precision {training_precision()}.",
+        f"training precision {training_precision(get_settings())}.",
         "",
         "| notebook | minutes | peak RSS (GB) | result |",
         "| --- | ---: | ---: | --- |",

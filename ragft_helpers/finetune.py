@@ -144,6 +144,11 @@ def mixed_precision(precision: str, device: str) -> str | None:
     return "bf16" if device == "cpu" and cpu_has_native_bf16() else None
 
 
+def training_precision(settings: Settings) -> str:
+    """What training runs in on this machine with ``settings``: "bf16", "fp16" or "fp32"."""
+    return mixed_precision(settings.precision, training_device()) or "fp32"
+
+
 def training_arguments(settings: Settings, output_dir: str | os.PathLike, **overrides):
     """``TrainingArguments`` from the profile's budgets; ``overrides`` replace any of them.
 

@@ -154,6 +154,8 @@ def test_mixed_precision_follows_the_setting_and_the_hardware(monkeypatch, tmp_p
     if finetune.training_device() == "cpu":
         fp32 = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_PRECISION": "fp32"})
         assert not finetune.training_arguments(fp32, tmp_path).bf16
+        assert finetune.training_precision(fp32) == "fp32"
+        assert finetune.training_precision(get_settings({"RAGFT_PRECISION": "auto"})) == "bf16"  # patched above
 
 
 @pytest.mark.parametrize("optimizer, precision", [(None, "fp32"), ("adafactor", "bf16")])

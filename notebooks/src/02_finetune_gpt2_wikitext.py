@@ -35,8 +35,8 @@ timings["load model and data"] = time.perf_counter() - start
 tokenizer = finetune.ensure_pad_token(base.tokenizer)
 print(f"profile {settings.profile.name}: {settings.profile.train_max_steps} steps × "
       f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens, "
-      f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step, training precision "
-      f"{finetune.mixed_precision(settings.precision, finetune.training_device()) or 'fp32'}")
+      f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step, "
+      f"training precision {finetune.training_precision(settings)}")
 
 # %% [markdown]
 # ## Step 1 — Why the usual snippet fails as written
