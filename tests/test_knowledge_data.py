@@ -26,6 +26,7 @@ MIN_UPDATES = 4
 MIN_QUESTIONS = 150
 MIN_PER_TYPE = {"unanswerable": 15, "updated": 10}
 MAX_ANSWER_WORDS = 8
+MIN_VARIANTS = 3
 
 ALLOWED_TYPES = {"single-hop", "multi-hop", "numeric", "unanswerable", "updated"}
 BASE_KEYS = {
@@ -37,6 +38,7 @@ BASE_KEYS = {
     "source",
     "type",
     "paraphrases",
+    "variants",
 }
 UPDATED_KEYS = BASE_KEYS | {"update", "answer_before"}
 
@@ -100,6 +102,51 @@ def sub_headings(text: str) -> set[str]:
 
 def contains(haystack: str, needle: str) -> bool:
     return needle.casefold() in haystack.casefold()
+
+
+def normalise(text: str) -> str:
+    """Lower-case, turn punctuation into spaces and collapse whitespace."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def contains_words(text: str, phrase: str) -> bool:
+    """True if ``phrase`` occurs in ``text`` as whole words, after normalising both."""
+    needle = normalise(phrase)
+    return bool(needle) and f" {needle} " in f" {normalise(text)} "
+
+
+def variant_problems(questions: list[dict]) -> list[str]:
+    """Every rule for the ``variants`` field, as a list of error messages.
+
+    Each question needs at least ``MIN_VARIANTS`` non-empty strings. No variant
+    may contain the answer, an alias or (for ``updated``) ``answer_before`` as
+    whole words, and no two texts among all questions and all variants may be
+    the same after normalising.
+    """
+    errors = []
+    owners = {normalise(q["question"]): f"{q['id']} question" for q in questions}
+    for q in questions:
+        qid = q["id"]
+        variants = q.get("variants")
+        if not isinstance(variants, list) or len(variants) < MIN_VARIANTS:
+            errors.append(f"{qid}: needs a list of at least {MIN_VARIANTS} variants")
+            continue
+        giveaways = [q.get("answer"), *q.get("aliases", [])]
+        if q.get("type") == "updated":
+            giveaways.append(q.get("answer_before"))
+        for variant in variants:
+            if not isinstance(variant, str) or not variant.strip():
+                errors.append(f"{qid}: variants must be non-empty strings")
+                continue
+            for giveaway in giveaways:
+                if isinstance(giveaway, str) and contains_words(variant, giveaway):
+                    errors.append(f"{qid}: variant gives away {giveaway!r}: {variant!r}")
+            key = normalise(variant)
+            if key in owners:
+                errors.append(f"{qid}: variant {variant!r} duplicates the {owners[key]}")
+            else:
+                owners[key] = f"{qid} variant"
+    return errors
 
 
 # ---------------------------------------------------------------------------
@@ -421,4 +468,64 @@ def test_updated_questions(questions, updates, sections):
         superseded = set(SUPERSEDES_RE.findall(updates[update]))
         if not superseded.intersection(src["article"] for src in q["source"]):
             errors.append(f"{qid}: sources do not include the article {update} supersedes")
+    assert not errors, report(errors)
+
+
+# ---------------------------------------------------------------------------
+# QA set: realistic variants
+# ---------------------------------------------------------------------------
+
+
+def test_contains_words_matches_whole_words_only():
+    assert contains_words("is it 28 days?", "28 days")
+    assert contains_words("Dog fare: £3.00 each way?", "£3")
+    assert contains_words("meet in the gulls nest, or the Gull's Nest?", "Gull's Nest")
+    assert contains_words("ASK THE PURSER", "purser")
+    assert not contains_words("valid for 280 days", "28 days")
+    assert not contains_words("do the pursers sell tickets", "purser")
+    assert not contains_words("how many dogs", "")
+
+
+def test_variant_checks_catch_planted_problems():
+    def question(**changes):
+        base = {
+            "id": "x1",
+            "question": "How long is a Return ticket valid for?",
+            "answer": "28 days",
+            "aliases": ["four weeks"],
+            "type": "single-hop",
+            "variants": [
+                "how long does a return last",
+                "retrun ticket how lnog",
+                "return validity",
+                "Off to see my aunt for a while - how long can I use the way back?",
+            ],
+        }
+        base.update(changes)
+        return base
+
+    good = question()
+    assert variant_problems([good]) == []
+
+    def planted(reason, *variants, **changes):
+        errors = variant_problems([question(variants=list(variants), **changes)])
+        return any(reason in error for error in errors)
+
+    others = good["variants"][1:]
+    assert planted("gives away '28 days'", "is it valid for 28 days", *others)
+    assert planted("gives away 'four weeks'", "Four weeks, right?", *others)
+    assert planted("duplicates the x1 question", "how long is a return ticket valid for", *others)
+    assert planted("duplicates the x1 variant", "return validity!", *others)
+    assert planted("non-empty strings", "  ", *others)
+    assert planted("at least 3 variants", *others[:2])
+    assert planted(
+        "gives away '14 days'", "still 14 days?", *others, type="updated", answer_before="14 days"
+    )
+    assert not planted("gives away", "still 14 days?", *others, answer_before="14 days")
+    clash = question(id="x2", question="Something else?", variants=["Return validity", "b", "c"])
+    assert any("duplicates the x1 variant" in e for e in variant_problems([good, clash]))
+
+
+def test_variants(questions):
+    errors = variant_problems(questions)
     assert not errors, report(errors)
