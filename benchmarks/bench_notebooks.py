@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from ragft_helpers.config import get_settings
-from ragft_helpers.finetune import training_precision
+from ragft_helpers.training import training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

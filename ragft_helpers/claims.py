@@ -1,5 +1,5 @@
 """The claims table: each RAG-versus-fine-tuning claim of the course's source article, the
-evidence measured in notebook 06, and a verdict computed from it.
+evidence measured in notebook 08 (the showdown), and a verdict computed from it.
 
 Every verdict is a pure function of an :class:`Evidence` record. Accuracies carry bootstrap
 intervals (``{"value", "low", "high", "n"}`` as from ``evaluate.summarise``); two intervals that
@@ -26,7 +26,7 @@ PRETRAINING_TOKENS = {"SmolLM2-135M-Instruct": 2_000_000_000_000,
 
 @dataclass
 class Evidence:
-    """What notebook 06 measured, keyed by role ("rag", "ft", ...) rather than by system name."""
+    """What the showdown (notebook 08) measured, keyed by role ("rag", "ft", ...) rather than by system name."""
 
     mc: dict[str, dict]  # role -> MC accuracy interval: base, rag, ft (plain full fine-tune)
     kb_perplexity: dict[str, float]  # "base", "ft": perplexity on knowledge-base text

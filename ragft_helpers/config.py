@@ -1,6 +1,7 @@
 """Settings for the workbook: one object, read from ``RAGFT_*`` environment variables.
 
-Profiles change budgets (steps, sizes, number of questions), never code paths.
+Also the data paths and :class:`Provenance` (where a model or data set came from). Profiles
+change budgets (steps, sizes, number of questions), never code paths.
 """
 from __future__ import annotations
 
@@ -11,9 +12,27 @@ from pathlib import Path
 from typing import Mapping
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the knowledge base, questions, corpora
+KNOWLEDGE_DIR = DATA_DIR / "knowledge"
+UPDATES_DIR = DATA_DIR / "knowledge_updates"
+QUESTIONS_FILE = DATA_DIR / "qa" / "questions.jsonl"
 DEFAULT_PROFILE = "laptop"
 DEFAULT_SEED = 42
-PRECISIONS = ("auto", "fp32", "bf16")  # RAGFT_PRECISION: training precision, see finetune.mixed_precision
+PRECISIONS = ("auto", "fp32", "bf16")  # RAGFT_PRECISION: training precision, see training.mixed_precision
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model or data set came from, printed as one line."""
+
+    kind: str  # "model", "embedding", "dataset"
+    name: str
+    source: str
+    location: str
+    note: str = ""
+
+    def line(self) -> str:
+        detail = f"{self.source} — {self.note}" if self.note else self.source
+        return f"{self.kind}: {self.name} ({detail})"
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,42 @@ class Profile:
     # Trainer's ``optim`` (None = its default, fused AdamW). AdamW keeps two running averages per
     # weight (twice the model's size); Adafactor factorises them into row and column statistics.
     optimizer: str | None = None
+    warmup_fraction: float = 0.05  # share of the steps with a rising learning rate
+    # Retrieval and scoring budgets of notebooks 03, 04 and 06.
+    rag_k: int = 3  # chunks in a RAG prompt, in every notebook, the CLI and the chat widget
+    sweep_chunk_sizes: tuple[int, ...] = (60, 200, 500)  # words per chunk, notebook 03's sweep
+    chat_eval_single_hop: int | None = 8  # notebook 04: single-hop questions, with vs without RAG
+    chat_eval_unanswerable: int | None = 4  # notebook 04: unanswerable questions
+    free_form_single_hop: int | None = 4  # notebook 08: free-form answers, single-hop questions
+    free_form_unanswerable: int | None = 2  # notebook 08: free-form answers, unanswerable ones
+    # LoRA (notebook 05): adapter rank, and how much larger its learning rate is than full
+    # fine-tuning's (its few new weights start at zero and need larger steps).
+    lora_rank: int = 16
+    lora_learning_rate_factor: float = 10.0
+    # Retrieval-augmented fine-tuning (ragft_helpers.raft): optimiser steps, learning rate, the share of
+    # examples whose oracle chunk is removed (target: the abstention), phrasings per question
+    # (the question, then its variants), test-article questions scored per phrasing.
+    raft_max_steps: int = 200
+    raft_learning_rate: float = 5e-5
+    raft_abstain_share: float = 0.25
+    raft_phrasings: int = 5
+    raft_eval_questions: int | None = None
+    # Task classification (notebook 07, ``ragft classify``): customer messages sorted into intents.
+    task_train_per_label: int | None = None  # labelled training messages per intent (None = all 60)
+    task_test_per_label: int | None = None  # test messages per intent every system is scored on (None = all 25)
+    task_shots: int = 4  # retrieved examples in a few-shot prompt
+    task_knn_k: int = 10  # neighbours in a kNN vote
+    task_batch_size: int = 16  # messages per optimiser step of a classifier
+    task_max_length: int = 128  # tokens per message (the longest message has about 100)
+    task_min_steps: int = 30  # MiniLM classifier: optimiser steps at least, however few the messages
+    task_epochs: float = 4.0  # MiniLM classifier
+    task_learning_rate: float = 2e-4  # MiniLM classifier
+    task_lm_epochs: float = 1.0  # causal-LM classifiers (full and LoRA)
+    task_lm_learning_rate: float = 2e-4  # causal-LM classifier, full; LoRA × lora_learning_rate_factor
+    task_lm_optimizer: str = "adafactor"  # causal-LM classifiers (MiniLM: AdamW), for memory
+    task_curve_sizes: tuple[int | None, ...] = (2, 8, 32, None)  # per intent (None = all)
+    task_curve_test_per_label: int | None = 10  # test messages per intent on the learning curve
+    task_new_examples: int = 10  # labelled examples of the new intent
 
     def __post_init__(self):
         micro = self.micro_batch_size or self.train_batch_size
@@ -66,6 +121,17 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=24,
         n_questions=40,
         kb_train_epochs=2.0,
+        raft_max_steps=12,
+        raft_learning_rate=1e-4,
+        raft_eval_questions=8,
+        task_train_per_label=20,
+        task_test_per_label=3,
+        task_shots=2,
+        task_epochs=3.0,
+        task_min_steps=15,
+        task_lm_epochs=0.25,
+        task_curve_sizes=(2, 8, None),
+        task_curve_test_per_label=2,
     ),
     "laptop": Profile(
         name="laptop",
@@ -83,6 +149,8 @@ PROFILES: dict[str, Profile] = {
         kb_train_epochs=5.0,
         micro_batch_size=1,  # with Adafactor, keeps notebook 02 under 3 GB of memory
         optimizer="adafactor",
+        raft_max_steps=30,
+        raft_eval_questions=24,
     ),
     "full": Profile(
         name="full",
@@ -98,6 +166,12 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=64,
         n_questions=None,
         kb_train_epochs=10.0,
+        chat_eval_single_hop=None,
+        chat_eval_unanswerable=None,
+        free_form_single_hop=None,
+        free_form_unanswerable=None,
+        task_lm_epochs=3.0,
+        task_curve_test_per_label=None,
     ),
 }
 
@@ -116,8 +190,9 @@ class Settings:
     chroma_url: str | None = None  # RAGFT_CHROMA_URL
     precision: str = "auto"  # RAGFT_PRECISION
 
-    def with_profile(self, name: str) -> "Settings":
-        return replace(self, profile=get_profile(name))
+    def with_budgets(self, **changes) -> "Settings":
+        """These settings with some profile budgets changed, e.g. ``learning_rate=5e-4``."""
+        return replace(self, profile=replace(self.profile, **changes))
 
 
 def get_profile(name: str) -> Profile:

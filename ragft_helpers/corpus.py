@@ -4,9 +4,19 @@ This is the one module notebooks import corpus functions from; it also re-export
 loader (:mod:`ragft_helpers.wikitext`).
 
 Chunking rule: a document is split at its headings (Markdown ``#`` … ``######``, WikiText
-`` = = Section = = ``), then each section body is packed into chunks of at most ``max_tokens``
+`` = = Section = = ``; in plain-text files — any suffix but ``.md``, ``.markdown`` and ``.raw``,
+e.g. ``.txt`` and ``.rst`` — also reStructuredText titles: a line underlined, optionally also
+overlined, with one repeated punctuation character at least as long as it, levels in the order the
+styles first appear), then each section body is packed into chunks of at most ``max_tokens``
 tokens (heading line included), preferring to end at a paragraph, then a line, then a sentence.
-Consecutive chunks of one section share up to ``overlap`` tokens of whole sentences.
+Consecutive chunks of one section share up to ``overlap`` tokens of whole sentences. In plain-text
+files an indented block (a literal or code block, a note, a definition's body: the paragraphs
+indented deeper than the paragraph before them) is one piece that stays whole, and stays with the
+paragraph that introduces it, whenever it fits the budget.
+
+Every chunk's text starts with its heading path (the document title, then the headings above it,
+joined by ``" > "``), so the title is embedded and searched with each piece of the body; a file
+without headings uses its title: its first heading, else the file name without suffix.
 
 Chunk ids: ``sha256(folder, source, heading_path, text, occurrence)[:16]`` in hex, where
 ``occurrence`` counts earlier chunks of the same document with the same heading path and text.
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,7 +52,7 @@ from ragft_helpers.wikitext import (
     undo_escapes,
 )
 
-DEFAULT_PATTERNS = ("*.md", "*.txt", "*.raw")
+DEFAULT_PATTERNS = ("*.md", "*.txt", "*.rst", "*.raw")
 HEADING_SEPARATOR = " > "
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
@@ -49,6 +60,9 @@ _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 _BLOCK_BREAK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:[-*+>][ \t]|\||\d+[.)][ \t]))")
 _SENTENCE = re.compile(r"\S.*?(?:[.!?][\"')\]]*(?=\s)|$)", re.DOTALL)
 _WORD = re.compile(r"\S+")
+_PARAGRAPH_TEXT = re.compile(r"[^\n]*\S[^\n]*(?:\n[ \t]*\S[^\n]*)*")  # non-blank lines in a row
+_MARKUP_SUFFIXES = (".md", ".markdown", ".raw")  # every other suffix is plain text (.txt, .rst, ...)
+_ADORNMENT_CHARS = frozenset(string.punctuation)
 
 # How strongly a chunk should end just before a unit that starts ...
 _PARAGRAPH, _LINE, _SENTENCE_START, _WORD_START = 3, 2, 1, 0
@@ -92,8 +106,21 @@ def word_count(text: str) -> int:
 
 # ---- loading -----------------------------------------------------------------------------------
 
+def is_plain_text(path: str | Path) -> bool:
+    """Whether a file is read as plain text / reStructuredText (any suffix but ``.md``,
+    ``.markdown`` and ``.raw``): its underlined titles are headings too."""
+    return Path(path).suffix.lower() not in _MARKUP_SUFFIXES
+
+
 def document_title(text: str, path: Path) -> str:
-    """The first ``# `` heading, else the first WikiText `` = Title = ``, else the file stem."""
+    """The first ``# `` heading, else the first WikiText `` = Title = ``, else the file stem.
+
+    In a plain-text file (:func:`is_plain_text`) it is the first heading of any kind, reST titles
+    included.
+    """
+    if is_plain_text(path):
+        headings = _headings(text, plain=True)
+        return headings[0][3] if headings else path.stem
     in_fence = False
     for line in text.splitlines():
         if _FENCE.match(line):
@@ -173,25 +200,75 @@ def _heading(line: str) -> tuple[int, str]:
     return 0, ""
 
 
+def _adornment(line: str) -> str:
+    """The character of a reST adornment line (3+ copies of one punctuation character from the
+    first column), else ""."""
+    line = line.rstrip()
+    if len(line) >= 3 and line[0] in _ADORNMENT_CHARS and line == line[0] * len(line):
+        return line[0]
+    return ""
+
+
+def _rest_title(lines: list[str], i: int) -> tuple[int, tuple[str, str], str] | None:
+    """(line count, style, title) of a reST title starting at ``lines[i]``, else ``None``.
+
+    A title follows a blank line (or starts the text) and is either a line that does not start
+    with white space, underlined, or a line overlined and underlined with the same character;
+    the adornment is at least as long as the title line.
+    """
+    if i > 0 and lines[i - 1].strip():
+        return None
+    width = len(lines[i + 1].rstrip()) if i + 1 < len(lines) else 0
+    over = _adornment(lines[i])
+    if (over and i + 2 < len(lines) and lines[i + 1].strip() and not _adornment(lines[i + 1])
+            and _adornment(lines[i + 2]) == over
+            and min(len(lines[i].rstrip()), len(lines[i + 2].rstrip())) >= width):
+        return 3, ("over", over), lines[i + 1].strip()
+    title = lines[i].rstrip()
+    if (title and not title[0].isspace() and not over and i + 1 < len(lines)
+            and _adornment(lines[i + 1]) and width >= len(title)):
+        return 2, ("under", _adornment(lines[i + 1])), title.strip()
+    return None
+
+
+def _headings(text: str, plain: bool) -> list[tuple[int, int, int, str]]:
+    """(start, end, level, title) of every heading outside code fences: ``start`` and ``end``
+    span its whole line(s), newline included. ``plain`` adds reST titles (levels in the order
+    their styles first appear)."""
+    lines = text.splitlines(keepends=True)
+    headings, styles, in_fence = [], [], False
+    i, position = 0, 0
+    while i < len(lines):
+        line = lines[i]
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            rest = _rest_title(lines, i) if plain else None
+            if rest:
+                count, style, title = rest
+                if style not in styles:
+                    styles.append(style)
+                end = position + sum(len(part) for part in lines[i:i + count])
+                headings.append((position, end, styles.index(style) + 1, title))
+                i, position = i + count, end
+                continue
+            level, title = _heading(line.rstrip("\n"))
+            if level:
+                headings.append((position, position + len(line), level, title))
+        i, position = i + 1, position + len(line)
+    return headings
+
+
 def _sections(doc: Document) -> list[_Section]:
     """The document cut at its headings; a heading path starts with a level-1 heading or the title."""
     sections, stack = [], []
-    path, body_start, position, in_fence = doc.title, 0, 0, False
-    for line in doc.text.splitlines(keepends=True):
-        line_start, position = position, position + len(line)
-        if _FENCE.match(line):
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
-        level, title = _heading(line.rstrip("\n"))
-        if not level:
-            continue
-        sections.append(_Section(path, body_start, line_start))
+    path, body_start = doc.title, 0
+    for start, end, level, title in _headings(doc.text, is_plain_text(doc.source)):
+        sections.append(_Section(path, body_start, start))
         stack = [(lvl, name) for lvl, name in stack if lvl < level] + [(level, title)]
         names = [name for _, name in stack]
         path = HEADING_SEPARATOR.join(names if stack[0][0] == 1 else [doc.title, *names])
-        body_start = position
+        body_start = end
     sections.append(_Section(path, body_start, len(doc.text)))
     return sections
 
@@ -222,6 +299,45 @@ def _units(text: str, start: int, end: int, count: Callable[[str], int],
         if brk:
             block_start = brk.end()
             strength = _PARAGRAPH if brk.group().count("\n") > 1 else _LINE
+    return units
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _plain_units(text: str, start: int, end: int, count: Callable[[str], int],
+                 budget: int) -> list[tuple[int, int, int]]:
+    """:func:`_units` for plain text, with indented blocks kept whole.
+
+    An indented block is a run of paragraphs indented deeper than the paragraph before it; when
+    it fits ``budget`` it is one unit, and the boundary before it is weaker than a paragraph's so
+    that it stays with the paragraph introducing it. A larger block is cut like other text.
+    """
+    paragraphs = list(_PARAGRAPH_TEXT.finditer(text, start, end))
+    groups: list[list] = []  # [start, end, is a block]
+    parent = min((_indent(match.group()) for match in paragraphs), default=0)
+    for match in paragraphs:
+        indent = _indent(match.group())
+        s = match.start() + indent
+        e = match.start() + len(match.group().rstrip())
+        if groups and indent > parent:
+            if groups[-1][2]:
+                groups[-1][1] = e
+            else:
+                groups.append([s, e, True])
+        else:
+            parent = indent
+            groups.append([s, e, False])
+    units = []
+    for s, e, block in groups:
+        if block and count(text[s:e]) <= budget:
+            units.append((s, e, _LINE))
+            continue
+        inner = _units(text, s, e, count, budget)
+        if inner and block:
+            inner[0] = (inner[0][0], inner[0][1], _LINE)
+        units.extend(inner)
     return units
 
 
@@ -275,10 +391,11 @@ def chunk_document(doc: Document, *, max_tokens: int = 200, overlap: int = 40,
     count = count_tokens or word_count
     chunks: list[Chunk] = []
     seen: Counter = Counter()
+    split = _plain_units if is_plain_text(doc.source) else _units
     for section in _sections(doc):
         prefix = section.heading_path + "\n"
         budget = max(max_tokens - count(prefix), max_tokens // 2)
-        units = _units(doc.text, section.start, section.end, count, budget)
+        units = split(doc.text, section.start, section.end, count, budget)
         if not units:
             continue
         counts = [count(doc.text[s:e]) for s, e, _ in units]
@@ -308,7 +425,7 @@ def chunk_documents(docs: Iterable[Document], **kwargs) -> list[Chunk]:
 __all__ = [
     "Chunk", "DEFAULT_PATTERNS", "Document", "FALLBACK_DIR", "RAW_FILES", "WikiTextError",
     "article_title", "cap_lines", "chunk_document", "chunk_documents", "detokenize",
-    "document_title", "heading_level", "is_heading", "load_documents", "load_raw_folder",
-    "load_wikitext", "raw_files", "read_raw_lines", "split_articles", "split_by_articles",
-    "undo_escapes", "word_count",
+    "document_title", "heading_level", "is_heading", "is_plain_text", "load_documents",
+    "load_raw_folder", "load_wikitext", "raw_files", "read_raw_lines", "split_articles",
+    "split_by_articles", "undo_escapes", "word_count",
 ]

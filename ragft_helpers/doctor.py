@@ -10,18 +10,12 @@ from pathlib import Path
 
 from ragft_helpers import assets, hub, wikitext
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
+from ragft_helpers.machine import device_description
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sentence-transformers", "peft",
-            "gguf", "chromadb", "jupyterlab", "ipywidgets", "matplotlib", "pandas", "nbval")
+            "gguf", "chromadb", "bm25s", "jupyterlab", "ipywidgets", "matplotlib", "pandas", "nbval")
 
-# Minutes per notebook, measured top to bottom on a 2-core CPU machine with no GPU (the bundled
-# SmolLM2-135M model, converted checkpoint already cached) by benchmarks/bench_notebooks.py;
-# see benchmarks/results/notebooks-<profile>*.md. Profiles missing here have not been measured.
-MEASURED_MINUTES_2_CORE_CPU: dict[str, dict[str, float]] = {
-    "smoke": {"00_setup_check": 0.1, "01_language_models_101": 0.5,
-              "02_finetune_gpt2_wikitext": 5.1, "03_knowledge_base_chroma": 1.5,
-              "04_rag_chatbot": 1.2},
-}
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
@@ -40,16 +34,6 @@ def _package_checks() -> list[Check]:
         except importlib.metadata.PackageNotFoundError:
             checks.append(Check(name, "missing", False, "run 'make lab' (or pip install -e .)"))
     return checks
-
-
-def _device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _memory_gb() -> float:
@@ -73,7 +57,7 @@ def _asset_checks(settings: Settings) -> list[Check]:
         state = ""
         if first.gguf_file is not None:
             converted = (Path(first.location) / "config.json").is_file()
-            state = " [converted copy cached]" if converted else " [converts on first use, ~30 s]"
+            state = " [converted copy cached]" if converted else " [converted once, on first use]"
         checks.append(Check("language model", first.provenance("model").line() + state))
     except assets.AssetError as err:
         checks.append(Check("language model", "none", False, str(err)))
@@ -99,7 +83,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
     checks = [
         Check("python", platform.python_version()),
         *_package_checks(),
-        Check("device", _device()),
+        Check("device", device_description()),
         Check("cpu cores", str(os.cpu_count())),
         Check("memory", f"{_memory_gb():.1f} GB"),
         Check("profile", f"{settings.profile.name}: {settings.profile.description}"),
@@ -115,13 +99,10 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
     except ConfigError as err:
         checks.append(Check("cache folder", str(settings.cache_dir), False, str(err)))
     checks.extend(_asset_checks(settings))
-    minutes = MEASURED_MINUTES_2_CORE_CPU.get(settings.profile.name)
-    if minutes:
-        for notebook, value in minutes.items():
-            checks.append(Check(f"expected runtime {notebook}", f"{value:.1f} min (2-core CPU)"))
-    else:
-        checks.append(Check("expected runtime", f"not measured for profile "
-                                                f"'{settings.profile.name}' on a 2-core CPU"))
+    measured = BENCHMARK_RESULTS / f"notebooks-{settings.profile.name}.md"
+    checks.append(Check("expected runtime", f"per notebook on a 2-core CPU: {measured}"
+                        if measured.is_file() else
+                        f"not measured for profile '{settings.profile.name}'"))
     return checks
 
 

@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+SOURCE_HUB = "Hugging Face Hub"  # provenance source of anything loaded from the hub
 PROBE_TIMEOUT_S = 3.0
 _OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 _TRUE = {"1", "true", "yes", "on"}

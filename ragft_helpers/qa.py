@@ -1,4 +1,4 @@
-"""The question set (``data/qa/questions.jsonl``) and retrieval quality measured on it."""
+"""The question set (``data/qa/questions.jsonl``): loading, types and seeded samples."""
 from __future__ import annotations
 
 import json
@@ -7,11 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ragft_helpers.config import DATA_DIR
-
-KNOWLEDGE_DIR = DATA_DIR / "knowledge"
-UPDATES_DIR = DATA_DIR / "knowledge_updates"
-QUESTIONS_FILE = DATA_DIR / "qa" / "questions.jsonl"
+from ragft_helpers.config import QUESTIONS_FILE
 TYPES = ("single-hop", "multi-hop", "numeric", "unanswerable", "updated")
 
 
@@ -27,6 +23,7 @@ class Question:
     paraphrases: tuple[str, ...] = field(repr=False)
     update: str | None = None
     answer_before: str | None = None
+    variants: tuple[str, ...] = field(default=(), repr=False)  # realistic rephrasings
 
     @property
     def answerable(self) -> bool:
@@ -39,7 +36,8 @@ def _parse(record: dict) -> Question:
         aliases=tuple(record["aliases"]), distractors=tuple(record["distractors"]),
         sources=tuple((s["article"], s["section"]) for s in record["source"]),
         type=record["type"], paraphrases=tuple(record["paraphrases"]),
-        update=record.get("update"), answer_before=record.get("answer_before"))
+        update=record.get("update"), answer_before=record.get("answer_before"),
+        variants=tuple(record.get("variants", ())))
 
 
 def load_questions(path: Path = QUESTIONS_FILE, *, limit: int | None = None, seed: int = 42,
@@ -53,6 +51,13 @@ def load_questions(path: Path = QUESTIONS_FILE, *, limit: int | None = None, see
         if unknown:
             raise ValueError(f"unknown question types {sorted(unknown)}; use some of {TYPES}")
         questions = [q for q in questions if q.type in types]
+    return sample(questions, limit, seed)
+
+
+def sample(questions: Sequence[Question], limit: int | None, seed: int = 42) -> list[Question]:
+    """A seeded sample of ``limit`` questions that draws from every type in turn (so a small
+    budget still covers each type), in the original order; all of them when ``limit`` is None."""
+    questions = list(questions)
     if limit is None or limit >= len(questions):
         return questions
     rng = random.Random(seed)
@@ -66,68 +71,3 @@ def load_questions(path: Path = QUESTIONS_FILE, *, limit: int | None = None, see
                 chosen.append(pool.pop())
     order = {q.id: n for n, q in enumerate(questions)}
     return sorted(chosen, key=lambda q: order[q.id])
-
-
-def is_relevant(metadata: dict, question: Question) -> bool:
-    """A chunk is relevant when it comes from a source section of the question (or below it)."""
-    sections = metadata.get("heading_path", "").split(" > ")
-    return any(metadata.get("source") == article and section in sections
-               for article, section in question.sources)
-
-
-def first_relevant_rank(chunk_metadatas: Sequence[dict], question: Question) -> int | None:
-    """1-based rank of the first relevant chunk, or ``None``."""
-    for rank, metadata in enumerate(chunk_metadatas, start=1):
-        if is_relevant(metadata, question):
-            return rank
-    return None
-
-
-def retrieval_ranks(questions: Sequence[Question], collection, k: int = 5):
-    """One row per question: ``id``, ``type``, ``rank`` of the first relevant chunk in the top k."""
-    import pandas as pd
-
-    result = collection.query(query_texts=[q.question for q in questions], n_results=k,
-                              include=["metadatas"])
-    return pd.DataFrame([{"id": q.id, "type": q.type, "rank": first_relevant_rank(metadatas, q)}
-                         for q, metadatas in zip(questions, result["metadatas"])])
-
-
-def retrieval_quality(ranks, ks: Sequence[int] = (1, 3, 5)):
-    """hit@k and MRR per question type and overall, from :func:`retrieval_ranks`."""
-    import pandas as pd
-
-    def summary(rows) -> dict:
-        ranks_ = rows["rank"]
-        values = {f"hit@{k}": float((ranks_ <= k).mean()) for k in ks}
-        values["MRR"] = float((1.0 / ranks_).fillna(0.0).mean())
-        values["questions"] = len(rows)
-        return values
-
-    table = {t: summary(rows) for t, rows in ranks.groupby("type", sort=False)}
-    table["all"] = summary(ranks)
-    return pd.DataFrame(table).T
-
-
-def chunk_size_sweep(documents, questions: Sequence[Question], sizes: Sequence[int], *,
-                     ks: Sequence[int] = (1, 3, 5), overlap_ratio: float = 0.2):
-    """Retrieval quality for each chunk size, each in its own throw-away in-memory index."""
-    import uuid
-
-    import chromadb
-    import pandas as pd
-
-    from ragft_helpers.corpus import chunk_documents
-    from ragft_helpers.store import build_index, open_collection
-
-    client = chromadb.EphemeralClient()
-    rows = []
-    for size in sizes:
-        chunks = chunk_documents(documents, max_tokens=size, overlap=int(size * overlap_ratio))
-        collection = open_collection(name=f"sweep-{size}-{uuid.uuid4().hex[:8]}", client=client)
-        build_index(chunks, collection, progress=False)
-        quality = retrieval_quality(retrieval_ranks(questions, collection, max(ks)), ks)
-        rows.append({"chunk size (words)": size, "chunks": len(chunks),
-                     **{key: quality.loc["all", key] for key in [f"hit@{k}" for k in ks] + ["MRR"]}})
-        client.delete_collection(collection.name)
-    return pd.DataFrame(rows)

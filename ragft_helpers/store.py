@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import chromadb
-from chromadb.api.shared_system_client import SharedSystemClient
+from chromadb.api.client import SharedSystemClient
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, InternalError, NotFoundError
@@ -35,6 +35,7 @@ from chromadb.utils.embedding_functions import register_embedding_function
 
 from ragft_helpers.assets import load_embedding_model
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
+from ragft_helpers import lexical
 from ragft_helpers.corpus import DEFAULT_PATTERNS, Chunk, chunk_documents, load_documents
 from ragft_helpers.server import heartbeat_status
 
@@ -124,6 +125,7 @@ class IndexReport:
     removed: int
     unchanged: int
     seconds: float
+    lexical_rebuilt: bool = False  # the BM25 index beside the collection was rebuilt
 
     @property
     def embedded(self) -> int:
@@ -231,8 +233,10 @@ def make_client(settings: Settings | None = None):
     try:
         return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
     except ChromaError as err:  # e.g. InternalError "file is not a database"
-        # Chroma caches the half-started system per path; drop it so a later client starts afresh.
-        SharedSystemClient._identifier_to_system.pop(str(path), None)
+        # Chroma keeps the half-started system of this path cached, and a later client would get
+        # it. Its public reset drops every cached system: clients opened before in this process
+        # must be opened again (restart the kernel if one misbehaves).
+        SharedSystemClient.clear_system_cache()
         raise _corrupt(path, err) from err
 
 
@@ -252,6 +256,19 @@ def open_collection(settings: Settings | None = None, name: str = DEFAULT_COLLEC
         raise
 
 
+def existing_collection(settings: Settings | None = None, name: str = DEFAULT_COLLECTION, client=None):
+    """Collection ``name`` as it is; :class:`MissingIndexError` naming how to build it when the
+    index has no such collection (``open_collection`` would create an empty one)."""
+    settings = settings or get_settings()
+    client = client or make_client(settings)
+    names = [getattr(c, "name", c) for c in client.list_collections()]
+    if name not in names:
+        known = f" The index has: {', '.join(sorted(names))}." if names else " The index is empty."
+        raise MissingIndexError(f"No collection named {name!r}.{known} Index documents into it "
+                                f"first: `ragft index PATH --collection {name}`.")
+    return open_collection(settings, name, client)
+
+
 def reset_index(settings: Settings | None = None, name: str = DEFAULT_COLLECTION, client=None,
                 embedding_function: EmbeddingFunction | None = None):
     """Delete collection ``name`` and return it new and empty.
@@ -262,6 +279,7 @@ def reset_index(settings: Settings | None = None, name: str = DEFAULT_COLLECTION
     try:
         client = client or make_client(settings)
         try:
+            shutil.rmtree(lexical.lexical_dir(client.get_collection(name), settings), ignore_errors=True)
             client.delete_collection(name)
         except NotFoundError:
             pass
@@ -269,6 +287,11 @@ def reset_index(settings: Settings | None = None, name: str = DEFAULT_COLLECTION
         shutil.rmtree(persistent_path(settings), ignore_errors=True)
         client = make_client(settings)
     return open_collection(settings, name, client, embedding_function)
+
+
+def embed_query(question: str) -> list[float]:
+    """The question's normalised MiniLM embedding, as the index embeds its chunks."""
+    return [float(x) for x in MiniLMEmbeddingFunction()([question])[0]]
 
 
 def require_index(collection) -> int:
@@ -296,13 +319,16 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
 
 
 def build_index(chunks: Iterable[Chunk], collection, *, replace_folder: str | None = None,
-                batch_size: int = EMBED_BATCH_SIZE, progress: bool = True) -> IndexReport:
+                batch_size: int = EMBED_BATCH_SIZE, progress: bool = True,
+                settings: Settings | None = None, keep_lexical: bool = True) -> IndexReport:
     """Make ``collection`` hold exactly ``chunks`` for the sources they come from.
 
     Only new ids are embedded; ids of those sources that are no longer present are deleted, and
     chunks whose text is unchanged but whose offsets moved get their metadata updated without
     re-embedding. With ``replace_folder``, sources of that folder without chunks are removed too.
-    Writes are at most the client's maximum batch size.
+    Writes go in batches of ``batch_size`` chunks (Chroma's own limit is thousands per call).
+    With ``keep_lexical`` the BM25 index beside the collection (:mod:`ragft_helpers.lexical`) is
+    brought in step: rebuilt when the chunks changed, untouched when they did not.
     """
     from tqdm.auto import tqdm
 
@@ -323,7 +349,7 @@ def build_index(chunks: Iterable[Chunk], collection, *, replace_folder: str | No
     new = sorted((c for c in incoming.values() if c.id not in stored), key=lambda c: len(c.text))
     moved = [c for c in incoming.values() if c.id in stored and stored[c.id] != c.metadata]
 
-    size = max(1, min(batch_size, collection._client.get_max_batch_size()))
+    size = max(1, batch_size)
     for batch in _batches(stale, size):
         collection.delete(ids=list(batch))
     for batch in _batches(moved, size):
@@ -335,8 +361,15 @@ def build_index(chunks: Iterable[Chunk], collection, *, replace_folder: str | No
                            metadatas=[c.metadata for c in batch])
             bar.update(len(batch))
     added = sum(1 for c in new if _key(c.metadata) not in stored_sources)
+    rebuilt = lexical.sync(collection, settings)[1] if keep_lexical else False
     return IndexReport(added=added, updated=len(new) - added, removed=len(stale),
-                       unchanged=len(incoming) - len(new), seconds=time.perf_counter() - start)
+                       unchanged=len(incoming) - len(new), seconds=time.perf_counter() - start,
+                       lexical_rebuilt=rebuilt)
+
+
+def remove_folder(folder_name: str, collection, *, settings: Settings | None = None) -> IndexReport:
+    """Remove every chunk indexed from the folder named ``folder_name`` (e.g. the updates)."""
+    return build_index([], collection, replace_folder=folder_name, progress=False, settings=settings)
 
 
 def index_folder(folder: str | Path, collection=None, *, settings: Settings | None = None,
@@ -348,4 +381,5 @@ def index_folder(folder: str | Path, collection=None, *, settings: Settings | No
     collection = collection if collection is not None else open_collection(settings)
     documents = load_documents(folder, patterns)
     chunks = chunk_documents(documents, **chunk_options)
-    return build_index(chunks, collection, replace_folder=documents[0].folder, progress=progress)
+    return build_index(chunks, collection, replace_folder=documents[0].folder, progress=progress,
+                       settings=settings)

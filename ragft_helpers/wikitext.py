@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ragft_helpers import hub
-from ragft_helpers.assets import Provenance
-from ragft_helpers.config import DATA_DIR, Settings, get_settings
+from ragft_helpers.config import DATA_DIR, Provenance, Settings, get_settings
+from ragft_helpers.hub import SOURCE_HUB
 
 DATASET_NAME = "wikitext-2-raw-v1"
 HUB_DATASET_IDS = ("wikitext", "Salesforce/wikitext")  # the legacy id and its current name
@@ -32,7 +32,6 @@ FALLBACK_NAME = "wikitext-fallback"
 VALIDATION_EVERY = 10  # single-file folders: every 10th article goes to validation
 
 SOURCE_FOLDER = "local folder from RAGFT_WIKITEXT_DIR"
-SOURCE_HUB = "Hugging Face Hub"
 SOURCE_DATASETS_CACHE = "local Hugging Face datasets cache"
 SOURCE_FALLBACK = "fallback corpus in the repo"
 

@@ -32,11 +32,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # there (converting the bundled GGUF file when no converted copy was linked in).
 PREPARE = """
 import json
-from ragft_helpers import assets, qa, store
+from ragft_helpers import config, assets, store
 from ragft_helpers.config import get_settings
 settings = get_settings()
 collection = store.open_collection(settings)
-store.index_folder(qa.KNOWLEDGE_DIR, collection, progress=False)
+store.index_folder(config.KNOWLEDGE_DIR, collection, progress=False)
 resolved = assets.load_causal_lm(settings)
 print(json.dumps({"chunks": collection.count(), "model": resolved.provenance.name}))
 """

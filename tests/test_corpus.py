@@ -187,3 +187,119 @@ def test_corpus_re_exports_the_wikitext_loader():
                  "article_title", "load_raw_folder", "WikiTextError"):
         assert getattr(corpus, name) is getattr(wikitext, name)
         assert name in corpus.__all__
+
+
+# ---- plain text and reStructuredText -------------------------------------------------------------
+
+REST = """=================
+ Harbour Handbook
+=================
+
+The handbook covers the harbour.
+
+Fares
+=====
+
+Adults pay four pounds.
+
+Discounts
+---------
+
+Students get a third off.
+
+Season tickets
+~~~~~~~~~~~~~~
+
+A season ticket costs ninety pounds.
+
+Timetable
+=========
+
+Boats leave hourly.
+
+----------
+
+Short
+===
+
+Not a title: the underline is shorter than the line.
+"""
+
+
+def test_rest_titles_are_headings_with_levels_in_order_of_appearance():
+    doc = _doc(REST, "handbook.rst")
+    assert doc.title == "Harbour Handbook"  # the overlined title
+    chunks = chunk_document(doc)
+    assert [c.metadata["heading_path"] for c in chunks] == [
+        "Harbour Handbook",
+        "Harbour Handbook > Fares",
+        "Harbour Handbook > Fares > Discounts",
+        "Harbour Handbook > Fares > Discounts > Season tickets",
+        "Harbour Handbook > Timetable",
+    ]
+    assert chunks[0].body == "The handbook covers the harbour."
+    assert chunks[2].text == "Harbour Handbook > Fares > Discounts\nStudents get a third off."
+    # a transition line and a too-short underline are text, not headings
+    assert "----------" in chunks[-1].body and "Short\n===" in chunks[-1].body
+    assert all("=====" not in c.body and "~~~~" not in c.body for c in chunks[:-1])
+    _body_matches_offsets(doc, chunks)
+
+
+def test_an_overlined_title_differs_from_an_underlined_one_of_the_same_character():
+    text = "=====\nGuide\n=====\n\nIntro.\n\nPart one\n========\n\nBody one.\n\nPart two\n========\n\nBody two.\n"
+    chunks = chunk_document(_doc(text, "guide.txt"))
+    assert [c.metadata["heading_path"] for c in chunks] == [
+        "Guide", "Guide > Part one", "Guide > Part two"]
+    assert [c.body for c in chunks] == ["Intro.", "Body one.", "Body two."]
+
+
+def test_an_indented_block_stays_whole_and_with_its_introduction():
+    code = ("   def fare(age):\n       if age < 16:\n           return 2.0\n\n"
+            "       # adults. Students. Everyone else.\n       return 4.0\n")
+    text = ("Fares\n=====\n\n" + " ".join(SENTENCES[:6]) + "\n\nThe fare is computed like this:\n\n"
+            + code + "\nThat is all.\n")
+    doc = _doc(text, "fares.txt")
+    for max_tokens in (60, 80, 120):
+        chunks = chunk_document(doc, max_tokens=max_tokens, overlap=10)
+        holding = [c for c in chunks if "def fare(age):" in c.body]
+        assert len(holding) == 1, max_tokens
+        assert code.strip() in holding[0].body
+        assert "The fare is computed like this:\n\n   def fare" in holding[0].body
+        assert not any("return 4.0" in c.body for c in chunks if c is not holding[0])
+        assert all(word_count(c.text) <= max_tokens for c in chunks)
+        _body_matches_offsets(doc, chunks)
+    # Markdown keeps its own rules: the same text in a .md file is cut inside the block
+    markdown = chunk_document(_doc(text, "fares.md"), max_tokens=20, overlap=0)
+    assert sum("return" in c.body for c in markdown) >= 1
+
+
+def test_an_indented_block_over_the_budget_is_cut_like_other_text():
+    block = "\n".join(f"   Step {n} of the long procedure is here." for n in range(40))
+    doc = _doc("Intro:\n\n" + block + "\n", "steps.txt")
+    chunks = chunk_document(doc, max_tokens=50, overlap=0)
+    assert len(chunks) > 4
+    assert all(word_count(c.text) <= 50 for c in chunks)
+    _body_matches_offsets(doc, chunks)
+
+
+def test_a_headingless_text_file_uses_its_file_name_as_title(tmp_path):
+    (tmp_path / "ferry-rules.txt").write_text(
+        "Dogs travel free.\n\nBikes cost one pound.\n\n    Indented note.\n")
+    (tmp_path / "guide.rst").write_text(REST)
+    docs = load_documents(tmp_path)
+    assert [(d.source, d.title) for d in docs] == [
+        ("ferry-rules.txt", "ferry-rules"), ("guide.rst", "Harbour Handbook")]
+    chunks = chunk_document(docs[0])
+    assert [c.text for c in chunks] == [
+        "ferry-rules\nDogs travel free.\n\nBikes cost one pound.\n\n    Indented note."]
+    assert {c.metadata["title"] for c in chunks} == {"ferry-rules"}
+    assert "*.rst" in corpus.DEFAULT_PATTERNS
+    assert corpus.is_plain_text("a.rst") and corpus.is_plain_text("notes")
+    assert not corpus.is_plain_text("a.md") and not corpus.is_plain_text("wiki.train.raw")
+
+
+def test_underlined_titles_are_not_headings_in_markdown():
+    text = "# Guide\n\nIntro.\n\nFares\n=====\n\nFour pounds.\n"
+    chunks = chunk_document(_doc(text, "guide.md"))
+    assert [c.metadata["heading_path"] for c in chunks] == ["Guide"]
+    assert "Fares\n=====" in chunks[0].body

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
-from ragft_helpers import evaluate, store
+from ragft_helpers import scoring, store, harness, results, viz, widgets
 from ragft_helpers.config import get_settings
 from ragft_helpers.qa import Question
 from tests.tiny_models import tiny_gpt2, tiny_tokenizer
@@ -48,7 +48,7 @@ def _q(id_="q1", type_="single-hop", answer="seven", question="the ferry leaves 
 
 
 def test_choose_option_picks_what_the_model_learned(trained, tokenizer):
-    index, scores = evaluate.choose_option(trained, tokenizer, "the ferry leaves the harbour at",
+    index, scores = scoring.choose_option(trained, tokenizer, "the ferry leaves the harbour at",
                                            ["four", "seven", "two", "nine"])
     assert index == 1 and len(scores) == 4
 
@@ -56,7 +56,7 @@ def test_choose_option_picks_what_the_model_learned(trained, tokenizer):
 def test_scores_are_mean_log_probs_per_option_token(trained, tokenizer):
     prompt = "the ferry leaves"
     options = ["the harbour at seven", "at", "the island has a school"]
-    _, scores = evaluate.choose_option(trained, tokenizer, prompt, options)
+    _, scores = scoring.choose_option(trained, tokenizer, prompt, options)
     prompt_ids = tokenizer(prompt).input_ids
     for option, score in zip(options, scores):
         option_ids = tokenizer(" " + option).input_ids
@@ -69,21 +69,21 @@ def test_scores_are_mean_log_probs_per_option_token(trained, tokenizer):
 def test_length_normalisation_does_not_favour_short_options(trained, tokenizer):
     """Summed log-probs would prefer one unlikely word; the mean prefers the learned phrase."""
     options = ["school", "seven and returns at nine"]
-    index, _ = evaluate.choose_option(trained, tokenizer, "the ferry leaves the harbour at", options)
+    index, _ = scoring.choose_option(trained, tokenizer, "the ferry leaves the harbour at", options)
     assert index == 1
 
 
 def test_option_order_is_a_seeded_permutation():
-    first = evaluate.option_order(4, 42, "q1")
-    assert sorted(first) == [0, 1, 2, 3] and first == evaluate.option_order(4, 42, "q1")
-    orders = {tuple(evaluate.option_order(4, 42, f"q{n}")) for n in range(20)}
+    first = scoring.option_order(4, 42, "q1")
+    assert sorted(first) == [0, 1, 2, 3] and first == scoring.option_order(4, 42, "q1")
+    orders = {tuple(scoring.option_order(4, 42, f"q{n}")) for n in range(20)}
     assert len(orders) > 3
 
 
 def test_evaluate_system_scores_mc_free_form_and_abstention(trained, tokenizer, settings):
     questions = [_q(), _q("q2", "unanswerable", answer=None)]
-    system = evaluate.System("tiny", trained, tokenizer)
-    result = evaluate.evaluate_system(system, questions, settings)
+    system = harness.System("tiny", trained, tokenizer)
+    result = harness.evaluate_system(system, questions, settings)
     rows = result.rows.set_index("id")
     assert not pd.isna(rows.loc["q1", "mc_correct"]) and pd.isna(rows.loc["q2", "mc_correct"])
     assert bool(rows.loc["q2", "hallucinated"]) != bool(rows.loc["q2", "abstained"])
@@ -95,7 +95,7 @@ def test_evaluate_system_scores_mc_free_form_and_abstention(trained, tokenizer, 
 
 def test_free_form_can_run_on_a_subset(trained, tokenizer, settings):
     questions = [_q(), _q("q3")]
-    result = evaluate.evaluate_system(evaluate.System("tiny", trained, tokenizer), questions,
+    result = harness.evaluate_system(harness.System("tiny", trained, tokenizer), questions,
                                       settings, free_form=questions[:1])
     assert result.rows["correct"].notna().tolist() == [True, False]
     assert result.rows["mc_correct"].notna().all()
@@ -106,27 +106,27 @@ def test_bootstrap_interval_is_deterministic_and_covers_the_true_rate():
     covered = 0
     for trial in range(200):
         sample = rng.random(100) < 0.3
-        mean, low, high = evaluate.bootstrap_ci(sample, n=500, seed=trial)
+        mean, low, high = harness.bootstrap_ci(sample, n=500, seed=trial)
         covered += low <= 0.3 <= high
         assert low <= mean <= high
     assert 0.88 <= covered / 200 <= 0.99
-    assert evaluate.bootstrap_ci([1, 0, 1], seed=3) == evaluate.bootstrap_ci([1, 0, 1], seed=3)
-    assert all(np.isnan(evaluate.bootstrap_ci([])))
+    assert harness.bootstrap_ci([1, 0, 1], seed=3) == harness.bootstrap_ci([1, 0, 1], seed=3)
+    assert all(np.isnan(harness.bootstrap_ci([])))
 
 
 def test_results_round_trip_with_settings_and_versions(settings, tmp_path):
-    from ragft_helpers.assets import Provenance
+    from ragft_helpers.config import Provenance
 
     table = pd.DataFrame([{"system": "rag", "value": 0.5}])
-    path = evaluate.save_results({"accuracy": table, "note": "x"}, settings,
+    path = results.save_results({"accuracy": table, "note": "x"}, settings,
                                  provenance=[Provenance("model", "m", "s", "l")], results_dir=tmp_path)
     assert path == tmp_path / "showdown-smoke.json"
-    loaded = evaluate.load_results(settings, results_dir=tmp_path)
+    loaded = results.load_results(settings, results_dir=tmp_path)
     assert loaded["accuracy"] == [{"system": "rag", "value": 0.5}]
     assert loaded["profile"]["name"] == "smoke" and "torch" in loaded["versions"]
     assert loaded["provenance"][0]["name"] == "m"
-    with pytest.raises(FileNotFoundError, match="notebook 06"):
-        evaluate.load_results(settings, results_dir=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="notebook 08"):
+        results.load_results(settings, results_dir=tmp_path / "empty")
 
 
 def test_side_by_side_handler_shows_answers_sources_and_correctness(trained, tokenizer, settings,
@@ -136,22 +136,22 @@ def test_side_by_side_handler_shows_answers_sources_and_correctness(trained, tok
     (folder / "ferry.md").write_text("# Ferry\n\n## Times\n\nThe ferry leaves the harbour at seven.\n")
     collection = store.open_collection(settings, name="side-by-side")
     store.index_folder(folder, collection, progress=False)
-    systems = [evaluate.System("alone", trained, tokenizer),
-               evaluate.System("rag", trained, tokenizer, retrieval=True, collection=collection, k=1)]
+    systems = [harness.System("alone", trained, tokenizer),
+               harness.System("rag", trained, tokenizer, retrieval=True, collection=collection, k=1)]
     question = _q(question="When does the ferry leave the harbour?")
-    rows = evaluate.side_by_side(question.question, systems, settings, questions=[question])
+    rows = harness.side_by_side(question.question, systems, settings, questions=[question])
     assert [r["system"] for r in rows] == ["alone", "rag"]
     assert rows[0]["sources"] == [] and rows[1]["sources"][0][0].startswith("ferry.md")
     assert all(isinstance(r["right"], bool) for r in rows)
-    unknown = evaluate.side_by_side("Is there a cafe?", systems[:1], settings, questions=[question])
+    unknown = harness.side_by_side("Is there a cafe?", systems[:1], settings, questions=[question])
     assert unknown[0]["right"] is None
-    empty = evaluate.side_by_side("  ", systems[:1], settings)
+    empty = harness.side_by_side("  ", systems[:1], settings)
     assert "empty" in empty[0]["error"]
-    assert "ferry.md" in evaluate.side_by_side_html(rows)
+    assert "ferry.md" in widgets.side_by_side_html(rows)
 
 
 def test_side_by_side_widget_wires_the_handler(trained, tokenizer, settings):
-    widget = evaluate.side_by_side_widget([evaluate.System("alone", trained, tokenizer)],
+    widget = widgets.side_by_side_widget([harness.System("alone", trained, tokenizer)],
                                           [_q()], settings)
     question, systems, ask, output = widget.children
     question.value = _q().question
@@ -163,9 +163,9 @@ def test_accuracy_table_and_plot_have_one_bar_per_system_and_metric(trained, tok
     import matplotlib
 
     matplotlib.use("Agg")
-    result = evaluate.evaluate_system(evaluate.System("tiny", trained, tokenizer), [_q()], settings,
+    result = harness.evaluate_system(harness.System("tiny", trained, tokenizer), [_q()], settings,
                                       free_form=[])
-    table = evaluate.accuracy_table([result], ["mc", "mc_single-hop"])
+    table = harness.accuracy_table([result], ["mc", "mc_single-hop"])
     assert list(table["metric"]) == ["mc", "mc_single-hop"] and (table["n"] == 1).all()
-    ax = evaluate.plot_accuracy(table, ["tiny"])
+    ax = viz.plot_accuracy(table, ["tiny"])
     assert len(ax.patches) == 2

@@ -5,7 +5,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ragft_helpers import corpus, rag
+from ragft_helpers import corpus, retrieval, rag
 from ragft_helpers.corpus import Document, chunk_document, chunk_documents, word_count
 from tests.tiny_models import tiny_tokenizer
 
@@ -152,8 +152,8 @@ HOSTILE = st.lists(st.one_of(
 PLAIN = st.text(alphabet="abcdefghij XYZ.,", min_size=1, max_size=30).filter(str.strip)
 
 
-def chunk_of(body: str, label_source: str = "a.md", heading: str = "A > B") -> rag.RetrievedChunk:
-    return rag.RetrievedChunk("id", f"{heading}\n{body}", {"source": label_source,
+def chunk_of(body: str, label_source: str = "a.md", heading: str = "A > B") -> retrieval.RetrievedChunk:
+    return retrieval.RetrievedChunk("id", f"{heading}\n{body}", {"source": label_source,
                                                           "heading_path": heading}, 0.5)
 
 

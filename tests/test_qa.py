@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from ragft_helpers import qa
+from ragft_helpers import qa, retrieval_metrics
 
 
 def _question(**overrides):
@@ -32,18 +32,18 @@ def test_unknown_type_is_an_error():
 
 def test_relevance_follows_section_and_subsections():
     q = _question()
-    assert qa.is_relevant({"source": "pets.md", "heading_path": "Pets > Dogs > Muzzles"}, q)
-    assert not qa.is_relevant({"source": "pets.md", "heading_path": "Pets > Cats"}, q)
-    assert not qa.is_relevant({"source": "fares.md", "heading_path": "Fares > Dogs"}, q)
+    assert retrieval_metrics.is_relevant({"source": "pets.md", "heading_path": "Pets > Dogs > Muzzles"}, q)
+    assert not retrieval_metrics.is_relevant({"source": "pets.md", "heading_path": "Pets > Cats"}, q)
+    assert not retrieval_metrics.is_relevant({"source": "fares.md", "heading_path": "Fares > Dogs"}, q)
     metadatas = [{"source": "x.md", "heading_path": "X"}, {"source": "pets.md", "heading_path": "Pets > Dogs"}]
-    assert qa.first_relevant_rank(metadatas, q) == 2
-    assert qa.first_relevant_rank(metadatas[:1], q) is None
+    assert retrieval_metrics.first_relevant_rank(metadatas, q) == 2
+    assert retrieval_metrics.first_relevant_rank(metadatas[:1], q) is None
 
 
 def test_quality_table_matches_hand_computation():
     ranks = pd.DataFrame({"id": ["a", "b", "c", "d"], "type": ["numeric"] * 2 + ["multi-hop"] * 2,
                           "rank": [1, 3, None, 2]})
-    table = qa.retrieval_quality(ranks, ks=(1, 3))
+    table = retrieval_metrics.retrieval_quality(ranks, ks=(1, 3))
     assert table.loc["numeric", "hit@1"] == 0.5 and table.loc["numeric", "hit@3"] == 1.0
     assert table.loc["multi-hop", "MRR"] == pytest.approx(0.25)
     assert table.loc["all", "MRR"] == pytest.approx((1 + 1 / 3 + 0 + 1 / 2) / 4)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
-from ragft_helpers import rag, store
+from ragft_helpers import chat, lm, rag, retrieval, store, widgets
 from ragft_helpers.config import get_settings
 from tests.tiny_models import tiny_gpt2, tiny_tokenizer
 
@@ -45,7 +45,7 @@ def collection(settings, tmp_path_factory):
     for name, text in FILES.items():
         (folder / name).write_text(text, encoding="utf-8")
     collection = store.open_collection(settings)
-    store.index_folder(folder, collection, progress=False)
+    store.index_folder(folder, collection, progress=False, settings=settings)
     return collection
 
 
@@ -56,24 +56,24 @@ def tiny():
 
 
 def _chunk(text: str, source: str = "a.md", heading: str = "A > B", score: float = 0.5):
-    return rag.RetrievedChunk("id", f"{heading}\n{text}", {"source": source, "heading_path": heading},
+    return retrieval.RetrievedChunk("id", f"{heading}\n{text}", {"source": source, "heading_path": heading},
                               score)
 
 
 def test_retrieve_ranks_the_right_source_first(collection):
-    results = rag.retrieve("How much is the annual fee of the Tern Card?", k=3, collection=collection)
+    results = retrieval.retrieve("How much is the annual fee of the Tern Card?", k=3, collection=collection)
     assert results[0].metadata["source"] == "tern-card.md"
     assert results[0].metadata["heading_path"] == "Tern Card > Cost"
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True) and 0.3 < scores[0] <= 1.0
     assert results[0].body.startswith("The Tern Card loyalty card")
-    assert rag.retrieve("Can I bring my dog?", k=1, collection=collection)[0].metadata["source"] == "pets.md"
+    assert retrieval.retrieve("Can I bring my dog?", k=1, collection=collection)[0].metadata["source"] == "pets.md"
 
 
 def test_an_empty_index_says_how_to_build_it(settings, tiny):
     empty = store.open_collection(settings, name="empty-index")
     with pytest.raises(store.MissingIndexError, match="notebook 03"):
-        rag.retrieve("When was the lighthouse built?", collection=empty)
+        retrieval.retrieve("When was the lighthouse built?", collection=empty)
     model, tokenizer = tiny
     with pytest.raises(store.MissingIndexError):
         rag.answer("When was the lighthouse built?", model=model, tokenizer=tokenizer,
@@ -90,8 +90,8 @@ def test_below_the_threshold_the_bot_abstains_without_calling_the_model(collecti
 
 
 def test_the_default_threshold_separates_off_topic_from_real_questions(collection):
-    off_topic = rag.retrieve("Who won the football World Cup in 2018?", k=1, collection=collection)
-    on_topic = rag.retrieve("How many dogs may a passenger bring?", k=1, collection=collection)
+    off_topic = retrieval.retrieve("Who won the football World Cup in 2018?", k=1, collection=collection)
+    on_topic = retrieval.retrieve("How many dogs may a passenger bring?", k=1, collection=collection)
     assert off_topic[0].score < rag.DEFAULT_THRESHOLD < on_topic[0].score
 
 
@@ -173,39 +173,40 @@ def test_chunks_that_do_not_fit_the_window_are_left_out_with_a_warning(tiny):
 
 
 def test_generation_stops_after_the_first_sentence(tiny):
-    _, tokenizer = tiny
-    prompt = tokenizer("the ferry leaves")["input_ids"]
-    stop = rag.FirstSentenceStop(tokenizer, len(prompt))
-    unfinished = torch.tensor([prompt + tokenizer("at seven")["input_ids"]])
-    finished = torch.tensor([prompt + tokenizer("at seven . the")["input_ids"]])
-    assert stop(unfinished, None).tolist() == [False]
-    assert stop(finished, None).tolist() == [True]
+    model, tokenizer = tiny
+    assert not rag.first_sentence_done("at seven")
+    assert rag.first_sentence_done("at seven . the")
+    # the stop rule is checked after every new token: stopping at once gives one token
+    at_once = lm.generate(model, tokenizer, "the ferry leaves", max_new_tokens=12, stop=lambda text: True)
+    assert at_once == lm.generate(model, tokenizer, "the ferry leaves", max_new_tokens=1)
 
 
 def test_chat_turn_keeps_history_and_returns_a_table_view(collection, settings, tiny):
     model, tokenizer = tiny
-    state = rag.ChatState()
-    state, view = rag.chat_turn(state, "When was the lighthouse built?", k=2, model=model,
+    state = chat.ChatState()
+    state, view = chat.chat_turn(state, "When was the lighthouse built?", k=2, model=model,
                                 tokenizer=tokenizer, collection=collection, threshold=0.0,
                                 max_new_tokens=2, settings=settings)
     assert len(state.history) == 1 and state.history[0][0] == "When was the lighthouse built?"
     assert [row["rank"] for row in view.sources] == [1, 2]
     assert view.sources[0]["source"] == "lighthouse.md" and 0 < view.sources[0]["score"] <= 1
     assert not view.error and view.generation_ms > 0
-    state, view = rag.chat_turn(state, "What is the capital of France?", k=2,
+    state, view = chat.chat_turn(state, "What is the capital of France?", k=2,
                                 model=ModelMustNotRun(), tokenizer=tokenizer,
                                 collection=collection, threshold=0.99, settings=settings)
     assert view.abstained and state.history[-1] == ("What is the capital of France?", rag.ABSTAIN_TEXT)
-    same, view = rag.chat_turn(state, "  ", model=model, tokenizer=tokenizer,
+    same, view = chat.chat_turn(state, "  ", model=model, tokenizer=tokenizer,
                                collection=collection, settings=settings)
     assert same is state and "The question is empty" in view.error and view.sources == []
 
 
 def test_chat_widget_wires_the_handler(collection, settings):
-    widget = rag.chat_widget(model=ModelMustNotRun(), tokenizer=tiny_tokenizer(),
+    widget = widgets.chat_widget(model=ModelMustNotRun(), tokenizer=tiny_tokenizer(),
                              collection=collection, threshold=0.99, settings=settings)
     question, send = widget.children[0].children
-    k_slider, transcript, _, sources, status = widget.children[1:]
+    k_slider, reader = widget.children[1].children
+    transcript, _, sources, status = widget.children[2:]
+    assert reader.options == ("base",) and reader.layout.display == "none"  # nothing to choose
     question.value = "What is the capital of France?"
     send.click()
     assert html.escape(rag.ABSTAIN_TEXT) in transcript.value and "<table>" in sources.value
@@ -213,3 +214,18 @@ def test_chat_widget_wires_the_handler(collection, settings):
     k_slider.value = 1
     send.click()
     assert "The question is empty" in status.value
+
+
+def test_chat_widget_reader_selector_switches_the_model(collection, settings, tiny):
+    model, tokenizer = tiny
+    widget = widgets.chat_widget(model=ModelMustNotRun(), tokenizer=tokenizer, collection=collection,
+                                 threshold=0.0, max_new_tokens=2, settings=settings,
+                                 readers={"RAFT": (model, tokenizer)})
+    question, send = widget.children[0].children
+    _, reader = widget.children[1].children
+    transcript, status = widget.children[2], widget.children[-1]
+    assert reader.options == ("base", "RAFT") and reader.layout.display == ""
+    reader.value = "RAFT"
+    question.value = "When was the lighthouse built?"
+    send.click()  # the base stand-in would fail the test if it were asked
+    assert "When was the lighthouse built?" in transcript.value and "generation" in status.value

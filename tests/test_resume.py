@@ -4,7 +4,7 @@ run ends: same global step, same losses, same weights (tiny GPT-2, no network)."
 import pytest
 from transformers import TrainerCallback
 
-from ragft_helpers import finetune
+from ragft_helpers import lm, training
 from tests.tiny_models import (TINY_TEXT, one_torch_thread, tiny_gpt2, tiny_tokenizer,  # noqa: F401
                                tiny_training_settings)  # noqa: F401 (autouse fixture)
 
@@ -46,7 +46,7 @@ class CountSteps(TrainerCallback):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return finetune.ensure_pad_token(tiny_tokenizer())
+    return lm.ensure_pad_token(tiny_tokenizer())
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def lm_datasets(tokenizer):
     rows = [" ".join(rng.sample(sentences, len(sentences))) for _ in range(20)]
     raw = DatasetDict({"train": Dataset.from_dict({"text": rows}),
                        "validation": Dataset.from_dict({"text": rows[:6]})})
-    grouped = finetune.tokenize_and_group(raw, tokenizer, block_size=16, rows_are_documents=True)
+    grouped = training.tokenize_and_group(raw, tokenizer, block_size=16, rows_are_documents=True)
     grouped["train"] = grouped["train"].select(range(40))
     return grouped
 
@@ -73,7 +73,7 @@ def settings(tmp_path):
 
 
 def make_trainer(tokenizer, lm_datasets, settings, run_dir, *, seed=0, callbacks=()):
-    trainer = finetune.build_trainer(tiny_gpt2(tokenizer, seed=seed), tokenizer, lm_datasets, settings,
+    trainer = training.build_trainer(tiny_gpt2(tokenizer, seed=seed), tokenizer, lm_datasets, settings,
                                      run_dir, max_steps=MAX_STEPS, eval_steps=SAVE_EVERY,
                                      save_steps=SAVE_EVERY, logging_steps=1, disable_tqdm=True)
     for callback in callbacks:
@@ -96,7 +96,7 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tokenizer, 
 
     # (a) the reference: N steps in one go
     reference = make_trainer(tokenizer, lm_datasets, settings, tmp_path / "reference")
-    reference_output = finetune.train(reference)
+    reference_output = training.train(reference)
     assert reference_output.global_step == MAX_STEPS
 
     # (b) the same run, killed during step k + 1, after checkpoint-k was written
@@ -104,7 +104,7 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tokenizer, 
     interrupted = make_trainer(tokenizer, lm_datasets, settings, run_dir,
                                callbacks=[InterruptAfterStep(INTERRUPT_AT)])
     with pytest.raises(Interrupted):
-        finetune.train(interrupted)
+        training.train(interrupted)
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == \
         [f"checkpoint-{RESUMED_FROM - SAVE_EVERY}", f"checkpoint-{RESUMED_FROM}"]
     del interrupted  # nothing of it survives but the folder
@@ -112,7 +112,7 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tokenizer, 
     # (c) a new process would build everything afresh: a differently initialised model
     counter = CountSteps()
     resumed = make_trainer(tokenizer, lm_datasets, settings, run_dir, seed=1, callbacks=[counter])
-    resumed_output = finetune.train(resumed, resume=True)
+    resumed_output = training.train(resumed, resume=True)
     assert f"Resuming from {run_dir / f'checkpoint-{RESUMED_FROM}'}" in capsys.readouterr().out
 
     assert resumed_output.global_step == resumed.state.global_step == MAX_STEPS
@@ -144,9 +144,9 @@ def test_resume_false_starts_over(tokenizer, lm_datasets, settings, tmp_path):
     """``resume=False`` ignores the checkpoints in the folder and trains all N steps."""
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupted):
-        finetune.train(make_trainer(tokenizer, lm_datasets, settings, run_dir,
+        training.train(make_trainer(tokenizer, lm_datasets, settings, run_dir,
                                     callbacks=[InterruptAfterStep(3)]))
     counter = CountSteps()
     fresh = make_trainer(tokenizer, lm_datasets, settings, run_dir, callbacks=[counter])
-    assert finetune.train(fresh, resume=False).global_step == MAX_STEPS
+    assert training.train(fresh, resume=False).global_step == MAX_STEPS
     assert counter.steps == list(range(1, MAX_STEPS + 1))

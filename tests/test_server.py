@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
-from ragft_helpers import cli, rag, server, store
+from ragft_helpers import server, store, retrieval, cli
 from ragft_helpers.config import get_settings
 
 FILES = {
@@ -75,11 +75,13 @@ def test_a_server_index_is_shared_and_survives_a_crash(chroma_server, tmp_path):
                              "RAGFT_CACHE_DIR": str(tmp_path / "cache")})
     folder = _write(tmp_path / "kb")
     collection = store.open_collection(settings)
-    report = store.index_folder(folder, collection, progress=False)
+    report = store.index_folder(folder, collection, progress=False, settings=settings)
     count = collection.count()
-    assert report.added == count == 4
-    hits = rag.retrieve(QUESTION, k=2, settings=settings)  # a second client, opened from settings
+    assert report.added == count == 4 and report.lexical_rebuilt
+    hits = retrieval.retrieve(QUESTION, k=2, settings=settings)  # a second client, opened from settings
     assert hits[0].metadata["source"] == "pets.md"
+    for method in retrieval.METHODS:  # the BM25 side works the same beside a server
+        assert retrieval.retrieve(QUESTION, 1, settings=settings, method=method)[0].metadata["source"] == "pets.md"
     assert not store.persistent_path(settings).exists()  # nothing went to the embedded index
 
     chroma_server.crash()
@@ -89,10 +91,11 @@ def test_a_server_index_is_shared_and_survives_a_crash(chroma_server, tmp_path):
 
     reopened = store.open_collection(settings)
     assert reopened.count() == count
-    after = rag.retrieve(QUESTION, k=2, collection=reopened)
+    after = retrieval.retrieve(QUESTION, k=2, collection=reopened, settings=settings)
     assert [h.id for h in after] == [h.id for h in hits]
-    again = store.index_folder(folder, reopened, progress=False)
+    again = store.index_folder(folder, reopened, progress=False, settings=settings)
     assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, count)
+    assert not again.lexical_rebuilt
     assert reopened.count() == count
 
 

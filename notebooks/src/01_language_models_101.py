@@ -18,14 +18,14 @@
 
 # %%
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import assets, corpus, finetune, lm
+from ragft_helpers import assets, corpus, lm, viz, widgets
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
 set_seed(settings.seed)
 resolved = assets.load_causal_lm(settings)
 model, tokenizer = resolved.model, resolved.tokenizer
-trainable, total = finetune.count_parameters(model)
+trainable, total = lm.count_parameters(model)
 print(f"{resolved.provenance.name}: {total / 1e6:.1f} M parameters, vocabulary of {len(tokenizer):,} tokens")
 
 # %% [markdown]
@@ -68,7 +68,7 @@ distributions = {}
 for ax, temperature in zip(axes, (0.5, 1.0, 2.0)):
     distributions[temperature] = lm.next_token_distribution(model, tokenizer, prefix, top_n=10,
                                                             temperature=temperature)
-    lm.plot_next_token_distribution(distributions[temperature], ax=ax,
+    viz.plot_next_token_distribution(distributions[temperature], ax=ax,
                                     title=f"'{prefix} …' at temperature {temperature}")
 fig.tight_layout()
 
@@ -111,7 +111,7 @@ assert samples["sampling T=1.5 (seed 1)"] != samples["sampling T=1.5 (seed 2)"]
 # the same settings gives the same text.
 
 # %%
-lm.sampling_widget(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+widgets.sampling_widget(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
 
 # %% [markdown]
 # ## Step 5 — Perplexity on held-out WikiText
@@ -122,7 +122,7 @@ lm.sampling_widget(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
 
 # %%
 wikitext, wikitext_provenance = corpus.load_wikitext(settings)
-base_ppl = finetune.validation_perplexity(model, tokenizer, wikitext, settings)
+base_ppl = lm.validation_perplexity(model, tokenizer, wikitext, settings)
 print(f"perplexity {base_ppl.perplexity:.1f} over {base_ppl.n_tokens:,} tokens "
       f"({base_ppl.n_windows} windows of {settings.profile.block_size})")
 
@@ -138,7 +138,7 @@ import random
 validation_text = [line for line in wikitext["validation"]["text"] if line.strip()]
 words = " ".join(validation_text).split()
 random.Random(settings.seed).shuffle(words)
-shuffled_ppl = finetune.perplexity(model, tokenizer, [" ".join(words)],
+shuffled_ppl = lm.perplexity(model, tokenizer, [" ".join(words)],
                                    max_length=settings.profile.block_size,
                                    stride=settings.profile.eval_stride,
                                    max_tokens=settings.profile.eval_max_tokens)

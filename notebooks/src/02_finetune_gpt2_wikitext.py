@@ -22,7 +22,7 @@ import time
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import assets, corpus, finetune, pitfalls
+from ragft_helpers import (machine, assets, corpus, lm, training, checkpoints, finetune_wikitext, pitfalls, viz)
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
@@ -32,11 +32,11 @@ start = time.perf_counter()
 base = assets.load_causal_lm(settings)
 wikitext, wikitext_provenance = corpus.load_wikitext(settings)
 timings["load model and data"] = time.perf_counter() - start
-tokenizer = finetune.ensure_pad_token(base.tokenizer)
+tokenizer = lm.ensure_pad_token(base.tokenizer)
 print(f"profile {settings.profile.name}: {settings.profile.train_max_steps} steps × "
       f"{settings.profile.train_batch_size} blocks × {settings.profile.block_size} tokens, "
       f"{settings.profile.gradient_accumulation_steps} micro-batch(es) per step, "
-      f"training precision {finetune.training_precision(settings)}")
+      f"training precision {training.training_precision(settings)}")
 
 # %% [markdown]
 # ## Step 1 — Why the usual snippet fails as written
@@ -73,7 +73,7 @@ assert any("no labels" in s for s in broken)
 
 # %%
 start = time.perf_counter()
-lm_datasets = finetune.tokenize_and_group(wikitext, tokenizer, settings.profile.block_size)
+lm_datasets = training.tokenize_and_group(wikitext, tokenizer, settings.profile.block_size)
 timings["tokenize and group"] = time.perf_counter() - start
 block_table = pd.DataFrame([
     {"split": split, "raw lines": len(wikitext[split]), "blocks": len(lm_datasets[split]),
@@ -99,7 +99,7 @@ from datasets import DatasetDict
 slice_model = assets.load_causal_lm(settings, verbose=False).model
 tiny_slice = DatasetDict(train=lm_datasets["train"].select(range(8)),
                          validation=lm_datasets["validation"].select(range(2)))
-slice_trainer = finetune.build_trainer(slice_model, tokenizer, tiny_slice, settings,
+slice_trainer = training.build_trainer(slice_model, tokenizer, tiny_slice, settings,
                                        tempfile.mkdtemp(prefix="ragft-slice-"), max_steps=2,
                                        eval_steps=2, save_strategy="no", eval_on_start=False)
 slice_output = slice_trainer.train()
@@ -115,11 +115,11 @@ gc.collect()
 
 # %%
 start = time.perf_counter()
-ppl_before = finetune.validation_perplexity(base.model, tokenizer, wikitext, settings)
+ppl_before = lm.validation_perplexity(base.model, tokenizer, wikitext, settings)
 timings["perplexity (before)"] = time.perf_counter() - start
 print(f"before: perplexity {ppl_before.perplexity:.2f} over {ppl_before.n_tokens:,} tokens")
 prompts = [" = Valkyrie = \n\n The", " The river flows", " In 1998 , the band"]
-generations = pd.DataFrame({"prompt": prompts, "before": finetune.generate(
+generations = pd.DataFrame({"prompt": prompts, "before": lm.generate(
     base.model, tokenizer, prompts, max_new_tokens=settings.profile.max_new_tokens)})
 
 # %% [markdown]
@@ -151,10 +151,10 @@ gc.collect()
 # re-run of this notebook resumes from the last one instead of starting over.
 
 # %%
-run = finetune.finetune_on_wikitext(settings)
+run = finetune_wikitext.finetune_on_wikitext(settings)
 timings["fine-tune (incl. evaluations)"] = run.seconds
 history = run.history
-finetune.plot_loss_curve(history).set_title(f"Fine-tuning {base_name} on WikiText")
+viz.plot_loss_curve(history).set_title(f"Fine-tuning {base_name} on WikiText")
 history.tail()
 
 # %%
@@ -170,7 +170,7 @@ assert evals["eval_loss"].iloc[-1] < evals["eval_loss"].iloc[0]
 
 # %%
 start = time.perf_counter()
-ppl_after = finetune.validation_perplexity(run.model, tokenizer, wikitext, settings)
+ppl_after = lm.validation_perplexity(run.model, tokenizer, wikitext, settings)
 timings["perplexity (after)"] = time.perf_counter() - start
 perplexities = pd.DataFrame([
     {"model": f"{base_name} (base)", "perplexity": ppl_before.perplexity,
@@ -194,7 +194,7 @@ assert ppl_after.perplexity < ppl_before.perplexity
 # in the fine-tuned column: its heading style, ` @-@ ` escapes, encyclopedic tone.
 
 # %%
-generations["after"] = finetune.generate(run.model, tokenizer, prompts,
+generations["after"] = lm.generate(run.model, tokenizer, prompts,
                                          max_new_tokens=settings.profile.max_new_tokens)
 generations
 
@@ -206,14 +206,14 @@ assert (generations["before"] != generations["after"]).any()
 # ## Step 8 — Save the fine-tuned model for later notebooks
 
 # %%
-saved_to = finetune.save_finetuned(run.model, tokenizer, finetune.WIKITEXT_FINETUNED, settings)
-reloaded = finetune.load_finetuned(finetune.WIKITEXT_FINETUNED, settings)
+saved_to = checkpoints.save_finetuned(run.model, tokenizer, finetune_wikitext.WIKITEXT_FINETUNED, settings)
+reloaded = checkpoints.load_finetuned(finetune_wikitext.WIKITEXT_FINETUNED, settings)
 print(f"saved to {saved_to}")
 sample = wikitext["validation"]["text"][:40]
 check_options = dict(max_length=settings.profile.block_size, max_tokens=512, progress=False)
 # Checkpoint: the reloaded model is the fine-tuned one, to the last digit that matters.
-reloaded_ppl = finetune.perplexity(reloaded.model, reloaded.tokenizer, sample, **check_options)
-trained_ppl = finetune.perplexity(run.model, tokenizer, sample, **check_options)
+reloaded_ppl = lm.perplexity(reloaded.model, reloaded.tokenizer, sample, **check_options)
+trained_ppl = lm.perplexity(run.model, tokenizer, sample, **check_options)
 assert abs(reloaded_ppl.perplexity - trained_ppl.perplexity) < 1e-3 * trained_ppl.perplexity
 
 # %% [markdown]
@@ -227,7 +227,7 @@ import torch
 runtime = pd.DataFrame([{"stage": stage, "seconds": round(seconds, 1)}
                         for stage, seconds in timings.items()])
 runtime.loc[len(runtime)] = {"stage": "total", "seconds": round(sum(timings.values()), 1)}
-print(f"device: {finetune.training_device()}, {os.cpu_count()} cores, torch threads "
+print(f"device: {machine.torch_device()}, {os.cpu_count()} cores, torch threads "
       f"{torch.get_num_threads()}, profile {settings.profile.name}, model {base_name}, "
       f"{run.train_output.global_step} steps × {settings.profile.train_batch_size} × "
       f"{settings.profile.block_size} tokens")
@@ -248,7 +248,10 @@ runtime
 # ## Exercises
 # 1. Double `RAGFT_PROFILE`'s step budget (try `finetune_on_wikitext(settings, max_steps=...)`).
 #    Does validation perplexity keep falling? Where would you expect over-fitting to start?
-# 2. Change the learning rate to `5e-4`. What happens to the loss curve?
+# 2. Change the learning rate to `5e-4`:
+#    `finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4))`. It trains
+#    anew in its own run folder (folders are keyed by the training settings). What happens to the
+#    loss curve?
 # 3. Re-run step 5. Why does it finish at once, and where are the checkpoints?
 # 4. The perplexity in step 6 uses the base model's tokenizer. Why must before and after be
 #    measured on exactly the same tokens?

@@ -11,17 +11,18 @@
 # - Embed chunks with all-MiniLM-L6-v2 and store them in a persistent Chroma index.
 # - Re-run indexing safely: content-derived ids make it idempotent and incremental.
 # - Measure retrieval quality on a question set (hit@k, MRR) and see how chunk size changes it.
+# - Compare dense, BM25 and hybrid retrieval on clean questions and on the way people type them.
 
 # %%
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import corpus, qa, rag, store, viz
+from ragft_helpers import config, corpus, qa, store, retrieval, retrieval_metrics, viz
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
 set_seed(settings.seed)
-documents = corpus.load_documents(qa.KNOWLEDGE_DIR)
+documents = corpus.load_documents(config.KNOWLEDGE_DIR)
 pd.DataFrame([{"source": d.source, "title": d.title, "words": corpus.word_count(d.text)}
               for d in documents]).sort_values("words", ascending=False).head(10)
 
@@ -86,8 +87,8 @@ try:
 except store.CorruptIndexError as err:  # only an unreadable folder is reset
     print(err)
     collection = store.reset_index(settings)
-first = store.index_folder(qa.KNOWLEDGE_DIR, collection)
-second = store.index_folder(qa.KNOWLEDGE_DIR, collection)
+first = store.index_folder(config.KNOWLEDGE_DIR, collection)
+second = store.index_folder(config.KNOWLEDGE_DIR, collection)
 pd.DataFrame([{"run": "first", **vars(first)}, {"run": "second (nothing changed)", **vars(second)}])
 
 # %%
@@ -107,7 +108,8 @@ examples = ["How much does the Tern Card cost?", "Can I take my dog on the ferry
             "Which vessel sails to Fennick Holm?"]
 rows = []
 for question in examples:
-    for rank, hit in enumerate(rag.retrieve(question, k=3, collection=collection), start=1):
+    for rank, hit in enumerate(retrieval.retrieve(question, k=3, collection=collection, method="dense"),
+                               start=1):
         rows.append({"question": question, "rank": rank, "score": round(hit.score, 3),
                      "source": hit.label, "text": hit.body[:90]})
 pd.DataFrame(rows)
@@ -122,8 +124,8 @@ pd.DataFrame(rows)
 # %%
 questions = qa.load_questions(limit=settings.profile.n_questions, seed=settings.seed)
 answerable = [q for q in questions if q.answerable]
-ranks = qa.retrieval_ranks(answerable, collection, k=5)
-quality = qa.retrieval_quality(ranks)
+ranks = retrieval_metrics.retrieval_ranks(answerable, collection, k=5, method="dense")
+quality = retrieval_metrics.retrieval_quality(ranks)
 quality.style.format({"hit@1": "{:.2f}", "hit@3": "{:.2f}", "hit@5": "{:.2f}", "MRR": "{:.2f}",
                       "questions": "{:.0f}"})
 
@@ -131,11 +133,60 @@ quality.style.format({"hit@1": "{:.2f}", "hit@3": "{:.2f}", "hit@5": "{:.2f}", "
 print(f"{len(answerable)} answerable questions: hit@1 {quality.loc['all', 'hit@1']:.2f}, "
       f"hit@5 {quality.loc['all', 'hit@5']:.2f}")
 # Checkpoint: retrieval finds the right section far more often than chance (1 chunk in hundreds).
-assert quality.loc["all", "hit@5"] >= 0.6
-assert quality.loc["all", "hit@1"] <= quality.loc["all", "hit@3"] <= quality.loc["all", "hit@5"]
+assert quality.loc["all", "hit@5"] >= 0.6 and quality.loc["all", "hit@1"] >= 0.4
 
 # %% [markdown]
-# ## Step 5 — A map of the embedding space
+# ## Step 5 — Meaning, words, or both: dense, BM25 and hybrid retrieval
+# So far the index matched *meaning*: the question's embedding against the chunks' (**dense**).
+# Real customers also type codes, names and keywords, and they make typos. **BM25** matches
+# *words* instead (weighted by how rare each word is), from an index kept beside Chroma and
+# rebuilt whenever the chunks change. **Hybrid** fuses the two rankings by reciprocal rank:
+# a chunk's score is the sum of `1 / (60 + rank)` over both lists. Before the word search, words
+# the index has never seen are corrected to the closest word it has (`retrun` → `return`).
+#
+# The questions in `data/qa` are written cleanly. Each also has four **variants** phrased as
+# people type: casual lower case, with typos, terse keywords, and long-winded with personal
+# context. The same relevance rule scores every method on both phrasings.
+
+# %%
+print("one question, four ways:", *answerable[0].variants, sep="\n  ")
+comparison, method_ranks = retrieval_metrics.method_comparison(answerable, collection, settings=settings)
+comparison.pivot(index="method", columns="phrasing", values=["hit@1", "hit@5", "MRR"]).round(2)
+
+# %%
+by_type = (method_ranks.assign(hit1=method_ranks["rank"] <= 1)
+           .pivot_table(index="type", columns=["phrasing", "method"], values="hit1").round(2))
+by_type
+
+# %%
+ax = (comparison.pivot(index="method", columns="phrasing", values="hit@1")
+      .loc[list(retrieval.METHODS)].plot.bar(rot=0, figsize=(6, 3.5)))
+ax.set_ylabel("hit@1 (right section first)")
+ax.set_title("Canonical questions vs the way people type them")
+variant_scores = comparison[comparison["phrasing"] == "variant"].set_index("method")
+best_method = variant_scores["MRR"].idxmax()
+print(f"best on the variants by MRR: {best_method}; the package's default: {retrieval.DEFAULT_METHOD}")
+# Checkpoint: the default method is at least as good as dense on realistically phrased questions.
+assert (variant_scores.loc[retrieval.DEFAULT_METHOD, "MRR"] >= variant_scores.loc["dense", "MRR"]
+        and variant_scores.loc[retrieval.DEFAULT_METHOD, "hit@5"] >= variant_scores.loc["dense", "hit@5"])
+
+# %% [markdown]
+# Where does each method win? For each method, a variant it ranks right first while the other
+# two do not:
+
+# %%
+wide = method_ranks.pivot_table(index="text", columns="method", values="rank", aggfunc="first")
+wins = []
+for method in retrieval.METHODS:
+    others = [m for m in retrieval.METHODS if m != method]
+    won = wide[(wide[method] == 1) & wide[others].gt(1).fillna(True).all(axis=1)]
+    if len(won):
+        wins.append({"method": method, "question as typed": won.index[0],
+                     **won.iloc[0][list(retrieval.METHODS)].to_dict()})
+pd.DataFrame(wins)
+
+# %% [markdown]
+# ## Step 6 — A map of the embedding space
 # 384 dimensions squeezed into two with PCA: chunks of the same article tend to sit together,
 # and each question (★) lands near the chunks that answer it.
 
@@ -146,12 +197,12 @@ viz.plot_embedding_map(stored["embeddings"], [m["source"] for m in stored["metad
                        embed(examples), examples).set_title("Chunks and questions, first two principal components")
 
 # %% [markdown]
-# ## Step 6 — How big should a chunk be?
+# ## Step 7 — How big should a chunk be?
 # Each size gets its own throw-away in-memory index with the same questions. Small chunks are
 # precise but may cut a fact from its context; large chunks carry context but blur the embedding.
 
 # %%
-sweep = qa.chunk_size_sweep(documents, answerable, sizes=(60, 200, 500))
+sweep = retrieval_metrics.chunk_size_sweep(documents, answerable, sizes=settings.profile.sweep_chunk_sizes)
 sweep
 
 # %%
@@ -171,11 +222,17 @@ assert sweep["chunks"].is_monotonic_decreasing
 #   idempotent and incremental; an unreadable index is reset only when opening it fails.
 # - On this question set the index puts a relevant chunk in the top 5 for most answerable
 #   questions (step 4 has this run's numbers by question type), and chunk size moves those numbers.
+# - Clean questions flatter every retriever: the same questions typed as people type them are
+#   found less often (step 5). Words (BM25) and meaning (dense) fail on different questions, so
+#   fusing them is the default here — the comparison table is this run's evidence.
 #
 # ## Exercises
 # 1. Which question type has the lowest hit@1? Read two of its misses: why is retrieval hard there?
 # 2. Edit one article in a copy of `data/knowledge` and index the copy twice. How many chunks
 #    does the second run re-embed?
 # 3. Add `overlap=0` to the sweep. Does overlap matter on this knowledge base?
-# 4. Index your own folder of Markdown notes with `store.index_folder(path, collection)` (use a
-#    new collection name) and query it.
+# 4. Index your own folder of notes (Markdown, `.txt` or `.rst`): `ragft index PATH --collection
+#    mine` in a terminal, then `ragft ask "your question" --collection mine`. Which retrieval
+#    method (`--retrieval dense|bm25|hybrid`) finds your answers best?
+# 5. Read the typo variants the hybrid method misses (`method_ranks` with `phrasing == "variant"`).
+#    Would a larger correction distance help, or would it start "correcting" real words?

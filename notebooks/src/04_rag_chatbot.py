@@ -18,7 +18,7 @@
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import assets, evaluate, qa, rag, store
+from ragft_helpers import assets, chat, config, harness, qa, rag, raft, store, widgets
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
@@ -26,7 +26,7 @@ set_seed(settings.seed)
 resolved = assets.load_causal_lm(settings)
 model, tokenizer = resolved.model, resolved.tokenizer
 collection = store.open_collection(settings)
-report = store.index_folder(qa.KNOWLEDGE_DIR, collection)  # idempotent: nothing new if 03 ran
+report = store.index_folder(config.KNOWLEDGE_DIR, collection)  # idempotent: nothing new if 03 ran
 print(f"index: {collection.count()} chunks ({report.embedded} embedded now)")
 
 # %% [markdown]
@@ -34,11 +34,10 @@ print(f"index: {collection.count()} chunks ({report.embedded} embedded now)")
 
 # %%
 question = "What is the passenger capacity of the vessel on the Orvanay Crossing?"
-reply = rag.answer(question, model=model, tokenizer=tokenizer, collection=collection, k=4,
-                   settings=settings)
+reply = rag.answer(question, model=model, tokenizer=tokenizer, collection=collection, settings=settings)
 print("answer:", reply.text)
 print(f"retrieval {reply.retrieval_ms:.0f} ms, generation {reply.generation_ms:.0f} ms")
-pd.DataFrame(rag.source_rows(reply.sources))
+pd.DataFrame(chat.source_rows(reply.sources))
 
 # %%
 # Checkpoint: the bot answered from retrieved sources, and the prompt carries them as data.
@@ -61,7 +60,7 @@ print(reply.prompt)
 
 # %%
 sample = qa.load_questions(limit=settings.profile.n_questions, seed=settings.seed)
-answerable = [q for q in sample if q.type == "single-hop"][:8]
+answerable = [q for q in sample if q.type == "single-hop"][:settings.profile.chat_eval_single_hop]
 
 
 def with_retrieval(text):
@@ -74,8 +73,8 @@ def without_retrieval(text):
                       settings=settings).text
 
 
-rag_scores = evaluate.score_answers(answerable, with_retrieval)
-base_scores = evaluate.score_answers(answerable, without_retrieval)
+rag_scores = harness.score_answers(answerable, with_retrieval)
+base_scores = harness.score_answers(answerable, without_retrieval)
 side_by_side = pd.DataFrame({"question": rag_scores["question"], "expected": rag_scores["expected"],
                              "with retrieval": rag_scores["answer"], "right (RAG)": rag_scores["correct"],
                              "without retrieval": base_scores["answer"], "right (no RAG)": base_scores["correct"]})
@@ -83,7 +82,7 @@ side_by_side
 
 # %%
 accuracy = pd.DataFrame([
-    {"system": f"{resolved.provenance.name} + retrieval (k=4)", "accuracy": rag_scores["correct"].mean(),
+    {"system": f"{resolved.provenance.name} + retrieval (k={settings.profile.rag_k})", "accuracy": rag_scores["correct"].mean(),
      "median seconds per answer": rag_scores["seconds"].median()},
     {"system": f"{resolved.provenance.name} alone", "accuracy": base_scores["correct"].mean(),
      "median seconds per answer": base_scores["seconds"].median()},
@@ -127,8 +126,8 @@ assert sum(r.abstained and r.prompt == "" for r in off_topic_replies) >= 2
 # model's instruction-following can save the day.
 
 # %%
-unanswerable = [q for q in sample if q.type == "unanswerable"][:4]
-unanswerable_scores = evaluate.score_answers(unanswerable, with_retrieval)
+unanswerable = [q for q in sample if q.type == "unanswerable"][:settings.profile.chat_eval_unanswerable]
+unanswerable_scores = harness.score_answers(unanswerable, with_retrieval)
 abstention_rate = unanswerable_scores["abstained"].mean()
 hallucination_rate = 1 - abstention_rate
 print(f"abstained on {abstention_rate:.0%} of {len(unanswerable)} unanswerable questions; "
@@ -141,24 +140,33 @@ assert len(unanswerable_scores) == len(unanswerable) and unanswerable_scores["ab
 if abstention_rate < 0.5:
     print(f"A {resolved.provenance.name}-sized model rarely follows the 'say I don't know' "
           "instruction: it prefers a fluent guess. Larger instruction-tuned models do better; "
-          "notebook 06 compares systems on this.")
+          "retrieval-augmented fine-tuning trains a model to read its context, and notebook 08 "
+          "compares systems on this.")
 
 # %% [markdown]
 # ## Step 5 — Chat
 # Type a question and press *Send*; the transcript keeps a short history, the sources panel shows
-# what was retrieved with its scores, and the slider sets k (k = 0 turns retrieval off).
+# what was retrieved with its scores, and the slider sets k (k = 0 turns retrieval off). Once a
+# reader has been trained by retrieval-augmented fine-tuning (`raft.ensure_reader`), a selector
+# lets it read the same context instead of the base model.
 
 # %%
-rag.chat_widget(model=model, tokenizer=tokenizer, collection=collection, settings=settings)
+readers = {}
+if raft.reader_run("raft-full", settings) is not None:  # raft.ensure_reader trains a better reader
+    reader = raft.load_reader("raft-full", settings)
+    readers["RAFT"] = (reader.model, reader.tokenizer)
+print("readers to choose from:", ["base", *readers])
+widgets.chat_widget(model=model, tokenizer=tokenizer, collection=collection, settings=settings,
+                    readers=readers)
 
 # %% [markdown]
-# The widget only wires `rag.chat_turn` to the controls. The same function, called directly:
+# The widget only wires `chat.chat_turn` to the controls. The same function, called directly:
 
 # %%
-state = rag.ChatState()
-state, view = rag.chat_turn(state, "How much does the Tern Card cost?", k=4, model=model,
+state = chat.ChatState()
+state, view = chat.chat_turn(state, "How much does the Tern Card cost?", model=model,
                             tokenizer=tokenizer, collection=collection, settings=settings)
-state, follow_up = rag.chat_turn(state, "   ", k=4, model=model, tokenizer=tokenizer,
+state, follow_up = chat.chat_turn(state, "   ", model=model, tokenizer=tokenizer,
                                  collection=collection, settings=settings)
 print("answer:", view.answer)
 print("empty message →", follow_up.error)

@@ -4,26 +4,26 @@
 # Notebook 04 answered questions by *reading* the knowledge base at question time. The other way
 # to give a model new knowledge is to train it on that text: **continued pre-training** on the
 # articles, so the facts end up in the weights. This notebook trains four variants and measures
-# what each costs; notebook 06 measures what each knows.
+# what each costs; the showdown (notebook 08) measures what each knows.
 #
 # **Learning goals**
 # - Turn articles into training blocks (one document per article, separated by EOS).
 # - Augment the training text with paraphrases of the facts, as knowledge-injection studies do.
 # - Prove that no evaluation question leaked into the training text.
 # - Compare full fine-tuning with LoRA: trainable parameters, time, tokens, memory, final loss.
-# - Save every variant by name, so notebook 06 can load it without re-training.
+# - Save every variant by name, so the showdown (notebook 08) can load it without re-training.
 
 # %%
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import assets, knowledge, qa
+from ragft_helpers import assets, qa, injection
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
 set_seed(settings.seed)
 profile = settings.profile
-articles = knowledge.article_texts()
+articles = injection.article_texts()
 questions = qa.load_questions()
 print(f"{len(articles)} articles, {len(questions)} questions; profile {profile.name}: "
       f"block {profile.block_size} tokens, batch {profile.train_batch_size}, "
@@ -35,12 +35,12 @@ print(f"{len(articles)} articles, {len(questions)} questions; profile {profile.n
 # **paraphrases**: each answerable question comes with three sentences stating its fact in other
 # words. Facts stated several ways are easier to absorb (Ovadia et al., EMNLP 2024). The
 # paraphrases of the "updated" questions are kept: they state the *pre-update* fact, as the
-# articles do — which is exactly what will make the fine-tuned model stale in notebook 06.
+# articles do — which is exactly what will make the fine-tuned model stale in the showdown (notebook 08).
 # Unanswerable questions contribute nothing.
 
 # %%
-plain = knowledge.training_texts(articles, questions, augmented=False)
-augmented = knowledge.training_texts(articles, questions, augmented=True)
+plain = injection.training_texts(articles, questions, augmented=False)
+augmented = injection.training_texts(articles, questions, augmented=True)
 pd.DataFrame([{"variant": "articles", "rows": len(plain), "words": sum(len(t.split()) for t in plain)},
               {"variant": "articles + paraphrases", "rows": len(augmented),
                "words": sum(len(t.split()) for t in augmented)}])
@@ -55,7 +55,7 @@ print("\n".join(augmented[len(articles):len(articles) + 4]))
 # row. Paraphrases state facts; they never repeat the question.
 
 # %%
-leaks = knowledge.find_leaks(questions, augmented)
+leaks = injection.find_leaks(questions, augmented)
 print(f"questions found verbatim in the training text: {leaks}")
 
 # %%
@@ -65,8 +65,8 @@ assert leaks == []
 # %% [markdown]
 # ## Step 3 — Full fine-tuning or LoRA
 # **Full fine-tuning** updates every weight. **LoRA** freezes them and learns a low-rank update
-# `B·A` (rank 16) for the attention projections (`q_proj`/`v_proj` on Llama-type models such as
-# SmolLM2, `c_attn` on GPT-2), a tiny fraction of the parameters. LoRA trains at a 10× larger
+# `B·A` (rank `lora_rank`, a profile budget) for the attention projections (`q_proj`/`v_proj` on Llama-type models such as
+# SmolLM2, `c_attn` on GPT-2), a tiny fraction of the parameters. LoRA trains at a `lora_learning_rate_factor`× larger
 # learning rate, since its few new weights start at zero.
 #
 # **Budget.** The step count is `kb_train_epochs × blocks ÷ batch`, **capped at the profile's
@@ -75,7 +75,8 @@ assert leaks == []
 # full profiles train longer; the numbers below are this run's.
 
 # %%
-lora_preview = knowledge.wrap_lora(assets.load_causal_lm(settings).model)
+lora_preview = injection.wrap_lora(assets.load_causal_lm(settings).model, settings.profile.lora_rank)
+print(f"LoRA rank {settings.profile.lora_rank}, learning rate ×{settings.profile.lora_learning_rate_factor:g}")
 lora_preview.print_trainable_parameters()
 del lora_preview
 
@@ -87,7 +88,7 @@ del lora_preview
 # trained; `retrain=True` trains again.
 
 # %%
-runs = knowledge.ensure_variants(settings)
+runs = injection.ensure_variants(settings)
 costs = pd.DataFrame([{
     "variant": r.name, "method": "LoRA" if r.lora else "full", "paraphrases": r.augmented,
     "trainable params": r.trainable_params, "trainable %": 100 * r.trainable_params / r.total_params,
@@ -99,12 +100,12 @@ costs
 # %%
 # Checkpoint: every variant is saved by name, and LoRA trains a small fraction of the weights.
 for r in runs:
-    assert knowledge.variant_run(r.name, settings) == r
+    assert injection.variant_run(r.name, settings) == r
 assert all(r.trainable_params < 0.05 * r.total_params for r in runs if r.lora)
 
 # %% [markdown]
 # The first and final losses are single-step losses on different batches, so with a dozen steps
-# they are noisy — a rise does not mean training failed. Notebook 06 measures the robust signal:
+# they are noisy — a rise does not mean training failed. The showdown (notebook 08) measures the robust signal:
 # perplexity on the knowledge-base text before and after.
 
 # %%
@@ -114,11 +115,11 @@ for r in runs:
 
 # %% [markdown]
 # ## Step 5 — Loading a variant by name
-# Notebook 06 will load these by name. A LoRA variant is the base model plus its adapter,
+# The showdown (notebook 08) will load these by name. A LoRA variant is the base model plus its adapter,
 # `PeftModel.from_pretrained(base, folder)`.
 
 # %%
-reloaded = knowledge.load_variant("kb-lora", settings)
+reloaded = injection.load_variant("kb-lora", settings)
 print(reloaded.provenance.line())
 print(type(reloaded.model).__name__)
 
@@ -130,11 +131,14 @@ print(type(reloaded.model).__name__)
 # - LoRA trains well under 5% of the parameters and saves a few-MB adapter instead of a whole
 #   model; full fine-tuning updates everything. The cost table has this run's time, tokens and
 #   memory.
-# - Whether any of this taught the model the facts is notebook 06's question.
+# - Whether any of this taught the model the facts is the showdown's question (notebook 08).
 #
 # ## Exercises
-# 1. Raise `kb_train_epochs` (or use the laptop profile). How do the final losses move?
-# 2. Change `knowledge.LORA_RANK` to 4 and to 64: how do trainable parameters and loss change?
+# 1. Raise the epochs: `injection.ensure_variants(settings.with_budgets(kb_train_epochs=4.0))` trains
+#    the variants anew (their folders are keyed by the settings). How do the final losses move?
+# 2. Change the LoRA rank to 4 and to 64:
+#    `injection.ensure_variants(settings.with_budgets(lora_rank=4), ["kb-lora"])`. How do trainable
+#    parameters and loss change?
 # 3. Add LoRA to the MLP projections too (`gate_proj`, `up_proj`, `down_proj`). Is it worth it?
 # 4. Write a question that *would* leak (copy a sentence from an article) and check that
 #    `find_leaks` catches it.

@@ -1,4 +1,4 @@
-"""Fine-tuning helpers on a tiny GPT-2 and a tokenizer built here (no network, no model cache)."""
+"""Fine-tuning on a tiny GPT-2: data, precision, Trainer, resume, keyed run folders, perplexity, generation."""
 import math
 import os
 from dataclasses import replace
@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ragft_helpers import finetune
+from ragft_helpers import checkpoints, finetune_wikitext, lm, machine, training, viz
 from ragft_helpers.assets import AssetError
 from ragft_helpers.config import PROFILES, get_settings
 from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_training_settings  # noqa: F401 (autouse fixture)
@@ -52,14 +52,14 @@ def lm_datasets(tokenizer):
 
     raw = DatasetDict({"train": Dataset.from_dict({"text": wikitext_rows(40)}),
                        "validation": Dataset.from_dict({"text": wikitext_rows(4)})})
-    return finetune.tokenize_and_group(raw, tokenizer, block_size=16)
+    return training.tokenize_and_group(raw, tokenizer, block_size=16)
 
 
 # ---- data ----------------------------------------------------------------------------------------
 
 def test_group_texts_concatenates_short_documents_and_drops_the_remainder():
     examples = {"input_ids": [[1, 2], [3], [4, 5, 6]], "attention_mask": [[1, 1], [1], [1, 1, 1]]}
-    blocks = finetune.group_texts(examples, block_size=4)
+    blocks = training.group_texts(examples, block_size=4)
     assert blocks == {"input_ids": [[1, 2, 3, 4]], "attention_mask": [[1, 1, 1, 1]],
                       "labels": [[1, 2, 3, 4]]}
     blocks["labels"][0][0] = -100
@@ -73,7 +73,7 @@ def test_group_texts_concatenates_short_documents_and_drops_the_remainder():
     ([[], []], 2, []),
 ])
 def test_group_texts_edge_cases(input_ids, block_size, expected):
-    blocks = finetune.group_texts({"input_ids": input_ids}, block_size)
+    blocks = training.group_texts({"input_ids": input_ids}, block_size)
     assert blocks["input_ids"] == expected
     assert blocks["labels"] == expected
 
@@ -85,7 +85,7 @@ def test_tokenize_and_group_drops_empty_rows_and_separates_articles(tokenizer):
     raw = DatasetDict({"train": Dataset.from_dict({"text": rows}),
                        "validation": Dataset.from_dict({"text": ["", " \n"]})})
     n_tokens = sum(len(tokenizer(row).input_ids) for row in rows)
-    grouped = finetune.tokenize_and_group(raw, tokenizer, block_size=4)
+    grouped = training.tokenize_and_group(raw, tokenizer, block_size=4)
     assert grouped["train"].column_names == ["input_ids", "labels"]
     assert len(grouped["validation"]) == 0  # blank rows only
     flat = [t for block in grouped["train"]["input_ids"] for t in block]
@@ -94,43 +94,43 @@ def test_tokenize_and_group_drops_empty_rows_and_separates_articles(tokenizer):
     eos_at = flat.index(tokenizer.eos_token_id)
     assert flat.count(tokenizer.eos_token_id) == 1
     assert flat[eos_at + 1:eos_at + 1 + len(second_title)] == second_title
-    per_row = finetune.tokenize_and_group(raw, tokenizer, block_size=1, rows_are_documents=True)
+    per_row = training.tokenize_and_group(raw, tokenizer, block_size=1, rows_are_documents=True)
     non_empty = sum(1 for row in rows if row)
     assert [t for b in per_row["train"]["input_ids"] for t in b].count(tokenizer.eos_token_id) == non_empty
 
 
 def test_ensure_pad_token_uses_eos_when_missing(tokenizer):
-    assert finetune.ensure_pad_token(tokenizer).pad_token == tokenizer.eos_token
+    assert lm.ensure_pad_token(tokenizer).pad_token == tokenizer.eos_token
 
 
 # ---- training ------------------------------------------------------------------------------------
 
 def test_cpu_threads_follow_omp_num_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert finetune.cpu_threads() == 3
+    assert machine.cpu_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert 1 <= finetune.cpu_threads() <= (os.cpu_count() or 1)
+    assert 1 <= machine.cpu_threads() <= (os.cpu_count() or 1)
 
 
 def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     smoke = get_settings({"RAGFT_PROFILE": "smoke"})
-    args = finetune.training_arguments(smoke, tmp_path)
+    args = training.training_arguments(smoke, tmp_path)
     assert args.eval_strategy == "steps"
     profile = smoke.profile
     assert (args.max_steps, args.eval_steps, args.logging_steps) == \
         (profile.train_max_steps, profile.eval_steps, max(1, profile.eval_steps // 2))
     assert args.lr_scheduler_type == "cosine" and isinstance(args.warmup_steps, int)
     assert args.save_total_limit == 2 and args.seed == 42 and args.dataloader_num_workers == 0
-    if finetune.training_device() == "cpu":
-        assert args.use_cpu and not args.fp16 and args.bf16 == finetune.cpu_has_native_bf16()
+    if machine.torch_device() == "cpu":
+        assert args.use_cpu and not args.fp16 and args.bf16 == training.cpu_has_native_bf16()
         assert torch.get_num_threads() == 1  # OMP_NUM_THREADS from the fixture
-    overridden = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "smoke"}), tmp_path,
+    overridden = training.training_arguments(get_settings({"RAGFT_PROFILE": "smoke"}), tmp_path,
                                              max_steps=7, learning_rate=1e-3)
     assert (overridden.max_steps, overridden.learning_rate) == (7, 1e-3)
 
 
 def test_the_laptop_profile_trades_compute_for_memory(tmp_path):
-    args = finetune.training_arguments(get_settings({"RAGFT_PROFILE": "laptop"}), tmp_path)
+    args = training.training_arguments(get_settings({"RAGFT_PROFILE": "laptop"}), tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 4)
     assert args.optim == "adafactor"
 
@@ -140,22 +140,22 @@ CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: s
 
 @pytest.mark.parametrize("extra, native", [("", False), ("avx512_bf16", True), ("amx_bf16 amx_tile", True)])
 def test_native_bf16_is_read_from_the_cpu_flags(extra, native):
-    assert finetune.cpu_has_native_bf16(CPUINFO.format(extra=extra)) is native
+    assert training.cpu_has_native_bf16(CPUINFO.format(extra=extra)) is native
 
 
 def test_mixed_precision_follows_the_setting_and_the_hardware(monkeypatch, tmp_path):
-    assert finetune.mixed_precision("fp32", "cuda") is None
-    assert finetune.mixed_precision("bf16", "cpu") == "bf16"
-    assert finetune.mixed_precision("auto", "mps") is None
-    monkeypatch.setattr(finetune, "cpu_has_native_bf16", lambda: False)
-    assert finetune.mixed_precision("auto", "cpu") is None  # emulated bf16 would be slower
-    monkeypatch.setattr(finetune, "cpu_has_native_bf16", lambda: True)
-    assert finetune.mixed_precision("auto", "cpu") == "bf16"
-    if finetune.training_device() == "cpu":
+    assert training.mixed_precision("fp32", "cuda") is None
+    assert training.mixed_precision("bf16", "cpu") == "bf16"
+    assert training.mixed_precision("auto", "mps") is None
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training.mixed_precision("auto", "cpu") is None  # emulated bf16 would be slower
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.mixed_precision("auto", "cpu") == "bf16"
+    if machine.torch_device() == "cpu":
         fp32 = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_PRECISION": "fp32"})
-        assert not finetune.training_arguments(fp32, tmp_path).bf16
-        assert finetune.training_precision(fp32) == "fp32"
-        assert finetune.training_precision(get_settings({"RAGFT_PRECISION": "auto"})) == "bf16"  # patched above
+        assert not training.training_arguments(fp32, tmp_path).bf16
+        assert training.training_precision(fp32) == "fp32"
+        assert training.training_precision(get_settings({"RAGFT_PRECISION": "auto"})) == "bf16"  # patched above
 
 
 @pytest.mark.parametrize("optimizer, precision", [(None, "fp32"), ("adafactor", "bf16")])
@@ -168,22 +168,22 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
                        profile=replace(settings.profile, optimizer=optimizer))
     model = tiny_model(tokenizer)
     validation_text = wikitext_rows(4)
-    before = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
-    trainer = finetune.build_trainer(model, tokenizer, lm_datasets, settings, tmp_path / "run",
+    before = lm.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
+    trainer = training.build_trainer(model, tokenizer, lm_datasets, settings, tmp_path / "run",
                                      max_steps=20, eval_steps=10, logging_steps=2,
                                      disable_tqdm=True)
     assert len(trainer.eval_dataset) == 64 // 16  # cut to eval_max_tokens
     assert trainer.args.optim == (optimizer or "adamw_torch_fused")
     assert trainer.args.bf16 == (precision == "bf16")
-    output = finetune.train(trainer)
+    output = training.train(trainer)
     assert output.global_step == 20
-    history = finetune.log_history_frame(trainer)
+    history = training.log_history_frame(trainer)
     train_losses = history["train_loss"].dropna()
     assert train_losses.iloc[0] > train_losses.iloc[-1] + 1.0
     eval_losses = history["eval_loss"].dropna()
     assert list(history.loc[history["eval_loss"].notna(), "step"]) == [0, 10, 20]
     assert eval_losses.iloc[-1] < before.mean_nll
-    after = finetune.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
+    after = lm.perplexity(model, tokenizer, validation_text, max_length=16, progress=False)
     assert after.perplexity < before.perplexity
     # After training the model computes in fp32 again, whatever precision it trained in.
     fresh = tiny_model(tokenizer)
@@ -191,22 +191,22 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
     ids = torch.tensor([lm_datasets["validation"][0]["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(model.eval()(ids).logits, fresh.eval()(ids).logits, atol=1e-5)
-    ax = finetune.plot_loss_curve(history)
+    ax = viz.plot_loss_curve(history)
     assert [line.get_label() for line in ax.get_lines()] == ["train loss", "validation loss"]
 
 
 def test_train_resumes_from_the_last_checkpoint(tokenizer, settings, lm_datasets, tmp_path, capsys):
     run_dir = tmp_path / "run"
     options = dict(eval_steps=5, logging_steps=5, disable_tqdm=True)
-    first = finetune.build_trainer(tiny_model(tokenizer), tokenizer, lm_datasets, settings, run_dir,
+    first = training.build_trainer(tiny_model(tokenizer), tokenizer, lm_datasets, settings, run_dir,
                                    max_steps=10, **options)
-    assert finetune.train(first).global_step == 10
+    assert training.train(first).global_step == 10
     assert (run_dir / "checkpoint-10").is_dir()
-    second = finetune.build_trainer(tiny_model(tokenizer, seed=1), tokenizer, lm_datasets, settings,
+    second = training.build_trainer(tiny_model(tokenizer, seed=1), tokenizer, lm_datasets, settings,
                                     run_dir, max_steps=14, **options)
-    assert finetune.train(second).global_step == 14
+    assert training.train(second).global_step == 14
     assert f"Resuming from {run_dir / 'checkpoint-10'}" in capsys.readouterr().out
-    history = finetune.log_history_frame(second)
+    history = training.log_history_frame(second)
     assert history["step"].tolist()[:3] == [0, 1, 5]  # the first run's log is kept
     assert history.loc[history["eval_loss"].notna(), "step"].tolist() == [0, 5, 10, 14]
 
@@ -216,26 +216,26 @@ def test_train_reloads_a_finished_run_without_training(tokenizer, settings, lm_d
     run_dir = tmp_path / "run"
     options = dict(max_steps=6, eval_steps=3, logging_steps=3, disable_tqdm=True)
     trained = tiny_model(tokenizer)
-    first = finetune.build_trainer(trained, tokenizer, lm_datasets, settings, run_dir, **options)
-    finetune.train(first)
+    first = training.build_trainer(trained, tokenizer, lm_datasets, settings, run_dir, **options)
+    training.train(first)
     reloaded = tiny_model(tokenizer, seed=1)
-    second = finetune.build_trainer(reloaded, tokenizer, lm_datasets, settings, run_dir, **options)
-    output = finetune.train(second)
+    second = training.build_trainer(reloaded, tokenizer, lm_datasets, settings, run_dir, **options)
+    output = training.train(second)
     assert "Training already finished" in capsys.readouterr().out
     assert output.global_step == 6 and not (run_dir / "checkpoint-7").exists()
     for name, weights in trained.state_dict().items():
         assert torch.equal(weights, reloaded.state_dict()[name]), name
-    first_history = finetune.log_history_frame(first)
-    assert finetune.log_history_frame(second).equals(first_history)
+    first_history = training.log_history_frame(first)
+    assert training.log_history_frame(second).equals(first_history)
     assert output.training_loss == pytest.approx(first_history["train_loss"].mean())
 
 
 def test_count_parameters(tokenizer):
     model = tiny_model(tokenizer)
-    trainable, total = finetune.count_parameters(model)
+    trainable, total = lm.count_parameters(model)
     assert trainable == total == sum(p.numel() for p in model.parameters())
     model.transformer.wte.weight.requires_grad_(False)  # tied to lm_head: counted once
-    assert finetune.count_parameters(model) == (total - model.transformer.wte.weight.numel(), total)
+    assert lm.count_parameters(model) == (total - model.transformer.wte.weight.numel(), total)
 
 
 # ---- perplexity ----------------------------------------------------------------------------------
@@ -266,11 +266,11 @@ def test_perplexity_matches_a_hand_computation(tokenizer, max_length, stride):
     text = "".join(SENTENCES)
     ids = tokenizer(text).input_ids
     assert len(ids) > 24  # several windows of 8 tokens
-    result = finetune.perplexity(model, tokenizer, text, max_length=max_length, stride=stride,
+    result = lm.perplexity(model, tokenizer, text, max_length=max_length, stride=stride,
                                  progress=False)
     total, count = hand_nll(model, ids, max_length, stride)
     assert result.n_tokens == count
-    assert result.n_windows == len(finetune.window_starts(len(ids), max_length, stride))
+    assert result.n_windows == len(lm.window_starts(len(ids), max_length, stride))
     assert result.mean_nll == pytest.approx(total / count, rel=1e-5)
     assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
     if stride < max_length:
@@ -282,15 +282,15 @@ def test_perplexity_caps_tokens_and_joins_texts(tokenizer):
 
     model = tiny_model(tokenizer)
     dataset = Dataset.from_dict({"text": SENTENCES})
-    from_dataset = finetune.perplexity(model, tokenizer, dataset, max_length=8, stride=4, progress=False)
-    from_text = finetune.perplexity(model, tokenizer, "\n\n".join(SENTENCES), max_length=8, stride=4,
+    from_dataset = lm.perplexity(model, tokenizer, dataset, max_length=8, stride=4, progress=False)
+    from_text = lm.perplexity(model, tokenizer, "\n\n".join(SENTENCES), max_length=8, stride=4,
                                     progress=False)
     assert from_dataset == from_text
-    capped = finetune.perplexity(model, tokenizer, dataset, max_length=8, max_tokens=10, progress=False)
+    capped = lm.perplexity(model, tokenizer, dataset, max_length=8, max_tokens=10, progress=False)
     assert capped.n_tokens == 10 - 2  # windows [0, 8) and [8, 10)
     assert model.training  # the model's mode is restored
     with pytest.raises(ValueError, match="stride"):
-        finetune.perplexity(model, tokenizer, dataset, max_length=8, stride=9)
+        lm.perplexity(model, tokenizer, dataset, max_length=8, stride=9)
 
 
 def test_micro_batches_accumulate_to_the_same_update(tokenizer, settings, lm_datasets, tmp_path):
@@ -303,7 +303,7 @@ def test_micro_batches_accumulate_to_the_same_update(tokenizer, settings, lm_dat
     for name, profile in profiles.items():
         run_settings = replace(settings, profile=profile, precision="fp32")
         model = tiny_model(tokenizer, **no_dropout)
-        trainer = finetune.build_trainer(model, tokenizer, lm_datasets, run_settings, tmp_path / name,
+        trainer = training.build_trainer(model, tokenizer, lm_datasets, run_settings, tmp_path / name,
                                          max_steps=1, eval_on_start=False, save_strategy="no",
                                          optim="sgd")
         assert trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps == 8
@@ -326,20 +326,20 @@ def test_micro_batch_must_divide_the_batch():
 def test_generate_returns_only_the_continuation(tokenizer):
     model = tiny_model(tokenizer)
     prompts = ["the ferry leaves", "the island has"]
-    greedy = finetune.generate(model, tokenizer, prompts, max_new_tokens=4)
-    assert len(greedy) == 2 and greedy == finetune.generate(model, tokenizer, prompts, max_new_tokens=4)
+    greedy = lm.generate(model, tokenizer, prompts, max_new_tokens=4)
+    assert len(greedy) == 2 and greedy == lm.generate(model, tokenizer, prompts, max_new_tokens=4)
     assert all(len(text.split()) <= 4 and not text.startswith(p) for text, p in zip(greedy, prompts))
-    sampled = [finetune.generate(model, tokenizer, prompts, max_new_tokens=6, do_sample=True,
+    sampled = [lm.generate(model, tokenizer, prompts, max_new_tokens=6, do_sample=True,
                                  temperature=1.5, top_k=5, seed=3) for _ in range(2)]
     assert sampled[0] == sampled[1]
 
 
 def test_save_and_load_finetuned(tokenizer, settings):
     model = tiny_model(tokenizer).eval()
-    path = finetune.save_finetuned(model, tokenizer, "tiny", settings)
+    path = checkpoints.save_finetuned(model, tokenizer, "tiny", settings)
     assert path == settings.cache_dir / "finetuned" / settings.profile.name / "tiny"
     assert (path / "model.safetensors").is_file()
-    loaded = finetune.load_finetuned("tiny", settings)
+    loaded = checkpoints.load_finetuned("tiny", settings)
     ids = torch.tensor([tokenizer("the ferry leaves").input_ids])
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, loaded.model(ids).logits)
@@ -348,5 +348,31 @@ def test_save_and_load_finetuned(tokenizer, settings):
 
 def test_load_finetuned_names_the_notebook_that_creates_it(settings):
     with pytest.raises(AssetError, match="notebook 02") as caught:
-        finetune.load_finetuned(finetune.WIKITEXT_FINETUNED, settings)
-    assert str(finetune.finetuned_dir(finetune.WIKITEXT_FINETUNED, settings)) in str(caught.value)
+        finetune_wikitext.load_wikitext_finetuned(settings)
+    assert str(checkpoints.finetuned_dir(finetune_wikitext.WIKITEXT_FINETUNED, settings)) in str(caught.value)
+
+
+def test_a_changed_learning_rate_trains_anew_in_a_new_folder_and_a_rerun_reloads(tmp_path, capsys):
+    """Run folders are keyed by the training settings: notebook 02's learning-rate exercise trains."""
+    from tests.tiny_models import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tiny_gpt2(tokenizer, n_positions=128).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_MODEL": str(tmp_path / "model"),
+                             "RAGFT_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"})
+    settings = settings.with_budgets(train_max_steps=2, eval_steps=2, train_max_chars=20_000)
+    first = finetune_wikitext.finetune_on_wikitext(settings)
+    folder = first.trainer.args.output_dir
+    assert first.train_output.global_step == 2 and "Training already finished" not in capsys.readouterr().out
+    again = finetune_wikitext.finetune_on_wikitext(settings)
+    assert again.trainer.args.output_dir == folder
+    assert "Training already finished" in capsys.readouterr().out
+    faster = finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4))
+    assert faster.trainer.args.output_dir != folder
+    assert "Training already finished" not in capsys.readouterr().out
+    assert faster.train_output.global_step == 2
+    runs = sorted(p.name for p in (tmp_path / "cache" / "runs").iterdir())
+    assert len(runs) == 2 and all(p.startswith("wikitext-finetuned-model-smoke-") for p in runs)
+    recorded = (tmp_path / "cache" / "runs" / runs[0] / "settings.json").read_text()
+    assert '"learning_rate"' in recorded and '"model": "model"' in recorded

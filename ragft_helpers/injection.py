@@ -2,28 +2,30 @@
 
 Four variants (notebook 05): full fine-tuning or LoRA, each on the articles alone or on the
 articles plus the question set's paraphrases (augmentation). :func:`ensure_variants` is the one
-entry point; it trains only the variants missing from ``RAGFT_CACHE_DIR/finetuned``.
+entry point; it trains only the variants whose folder (keyed by the settings and data that
+produce them) is not saved yet in ``RAGFT_CACHE_DIR/finetuned/<profile>/``.
 """
 from __future__ import annotations
 
 import json
 import math
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from ragft_helpers.assets import (AssetError, Provenance, ResolvedModel, load_causal_lm,
+from ragft_helpers.assets import (AssetError, ResolvedModel, causal_lm_candidates, load_causal_lm,
                                   save_checkpoint)
-from ragft_helpers.config import Settings, get_settings, set_seed
+from ragft_helpers.checkpoints import (keyed_dir, load_saved, text_fingerprint,
+                                       write_settings)
+from ragft_helpers.config import KNOWLEDGE_DIR, Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
-from ragft_helpers.evaluate import normalise
-from ragft_helpers.finetune import (CREATED_BY, build_trainer, count_parameters, ensure_pad_token,
-                                    finetuned_dir, load_finetuned, tokenize_and_group,
-                                    train_and_restore_fp32)
-from ragft_helpers.qa import KNOWLEDGE_DIR, Question, load_questions
+from ragft_helpers.lm import count_parameters, ensure_pad_token
+from ragft_helpers.machine import PeakRSS
+from ragft_helpers.qa import Question, load_questions
+from ragft_helpers.scoring import normalise
+from ragft_helpers.training import build_trainer, tokenize_and_group, train_and_restore_fp32, training_spec
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,12 @@ class Variant:
 VARIANTS = (Variant("kb-full", False, False), Variant("kb-full-aug", False, True),
             Variant("kb-lora", True, False), Variant("kb-lora-aug", True, True))
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
-CREATED_BY.update({v.name: "notebook 05 (fine-tuning on the knowledge base), or "
-                           f"knowledge.ensure_variants(settings, [{v.name!r}])" for v in VARIANTS})
-LORA_RANK = 16
-LORA_LEARNING_RATE_FACTOR = 10  # LoRA's few new weights need a larger step than full fine-tuning
 RUN_FILE = "knowledge_run.json"
-SOURCE_LORA = "LoRA adapter in RAGFT_CACHE_DIR"
+
+
+def how_to_create(name: str) -> str:
+    return (f"Run notebook 05 (fine-tuning on the knowledge base), or "
+            f"injection.ensure_variants(settings, [{name!r}]), first: it saves the model there")
 
 
 # ---- training data -------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def lora_target_modules(model) -> list[str]:
     return ["c_attn"] if model.config.model_type == "gpt2" else ["q_proj", "v_proj"]
 
 
-def wrap_lora(model, r: int = LORA_RANK):
+def wrap_lora(model, r: int):
     """``model`` as a PEFT model with LoRA adapters (rank ``r``) on the attention projections."""
     from peft import LoraConfig, get_peft_model
 
@@ -93,46 +95,7 @@ def wrap_lora(model, r: int = LORA_RANK):
     return get_peft_model(model, config)
 
 
-# ---- measuring -----------------------------------------------------------------------------------
-
-class PeakRSS:
-    """Context manager sampling this process's resident memory; ``peak_mb`` after exit.
-
-    On a CUDA device the peak allocated GPU memory is reported instead.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        self.interval = interval
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-
-    def _sample(self):
-        import psutil
-
-        process = psutil.Process()
-        while True:
-            self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self):
-        import torch
-
-        self._cuda = torch.cuda.is_available()
-        if self._cuda:
-            torch.cuda.reset_peak_memory_stats()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        self._stop.set()
-        self._thread.join()
-        if self._cuda:
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-
+# ---- training, saving, loading -------------------------------------------------------------------
 
 @dataclass
 class KnowledgeRun:
@@ -152,8 +115,6 @@ class KnowledgeRun:
     training_rows: int
 
 
-# ---- training, saving, loading -------------------------------------------------------------------
-
 def _datasets(texts: Sequence[str], tokenizer, block_size: int):
     from datasets import Dataset, DatasetDict
 
@@ -170,12 +131,12 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     set_seed(settings.seed)
     resolved = base or load_causal_lm(settings)
     model, tokenizer = resolved.model, ensure_pad_token(resolved.tokenizer)
-    if variant.lora:
-        model = wrap_lora(model)
     profile = settings.profile
+    if variant.lora:
+        model = wrap_lora(model, profile.lora_rank)
     lm = _datasets(texts, tokenizer, profile.block_size)
     steps = kb_max_steps(len(lm["train"]), settings)
-    learning_rate = profile.learning_rate * (LORA_LEARNING_RATE_FACTOR if variant.lora else 1)
+    learning_rate = profile.learning_rate * (profile.lora_learning_rate_factor if variant.lora else 1)
     with tempfile.TemporaryDirectory(prefix="kb-run-") as output_dir:
         trainer = build_trainer(model, tokenizer, lm, settings, output_dir, max_steps=steps,
                                 eval_strategy="no", eval_on_start=False, save_strategy="no",
@@ -193,37 +154,63 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     return model, tokenizer, run
 
 
-def save_variant(model, tokenizer, run: KnowledgeRun, settings: Settings) -> Path:
-    """Save a variant where :func:`load_variant` finds it, with its :class:`KnowledgeRun`.
+def variant_spec(variant: Variant, texts: Sequence[str], settings: Settings) -> dict[str, Any]:
+    """What a variant's weights depend on: training budgets, LoRA settings, base model, data."""
+    base = causal_lm_candidates(settings)[0][0]
+    profile = settings.profile
+    spec = {**training_spec(settings), "variant": variant.name, "lora": variant.lora,
+            "augmented": variant.augmented, "kb_train_epochs": profile.kb_train_epochs,
+            "model": base.name, "model_source": base.location,
+            "training_texts": text_fingerprint(texts)}
+    if variant.lora:
+        spec.update(lora_rank=profile.lora_rank,
+                    lora_learning_rate_factor=profile.lora_learning_rate_factor)
+    return spec
+
+
+def variant_dir(variant: Variant, texts: Sequence[str], settings: Settings) -> Path:
+    """``RAGFT_CACHE_DIR/finetuned/<profile>/<variant>-<key>``, keyed by :func:`variant_spec`."""
+    parent = settings.cache_dir / "finetuned" / settings.profile.name
+    return keyed_dir(parent, variant.name, variant_spec(variant, texts, settings))
+
+
+def save_variant(model, tokenizer, run: KnowledgeRun, folder: Path, spec: dict[str, Any]) -> Path:
+    """Save a variant to ``folder`` with its :class:`KnowledgeRun` and ``settings.json``.
 
     Written atomically by ``assets.save_checkpoint``; LoRA variants save only the adapter
     (``PeftModel.save_pretrained``) and the tokenizer.
     """
-    target = save_checkpoint(model, tokenizer, finetuned_dir(run.name, settings))
+    target = save_checkpoint(model, tokenizer, folder)
     (target / RUN_FILE).write_text(json.dumps(asdict(run), indent=2), encoding="utf-8")
+    write_settings(target, spec)
     return target
 
 
+def _variant(name: str) -> Variant:
+    if name not in VARIANT_BY_NAME:
+        raise AssetError(f"Unknown variant {name!r}; use one of {list(VARIANT_BY_NAME)}.")
+    return VARIANT_BY_NAME[name]
+
+
+def _texts(variant: Variant, corpus: tuple[list[str], list[Question]] | None = None) -> list[str]:
+    articles, questions = corpus or (article_texts(), load_questions())
+    return training_texts(articles, questions, variant.augmented)
+
+
 def variant_run(name: str, settings: Settings) -> KnowledgeRun | None:
-    """The saved :class:`KnowledgeRun` of a variant, or ``None`` when it was never trained."""
-    path = finetuned_dir(name, settings) / RUN_FILE
+    """The saved :class:`KnowledgeRun` of a variant with these settings, or ``None`` when it was
+    never trained with them."""
+    variant = _variant(name)
+    path = variant_dir(variant, _texts(variant), settings) / RUN_FILE
     return KnowledgeRun(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def load_variant(name: str, settings: Settings | None = None) -> ResolvedModel:
     """Load a saved variant: a full model, or the base model with its LoRA adapter."""
-    from peft import PeftModel
-
     settings = settings or get_settings()
-    folder = finetuned_dir(name, settings)
-    if not (folder / "adapter_config.json").is_file():
-        return load_finetuned(name, settings)
-    start = time.perf_counter()
-    base = load_causal_lm(settings)
-    model = PeftModel.from_pretrained(base.model, folder)
-    model.eval()
-    provenance = Provenance("model", name, SOURCE_LORA, str(folder))
-    return ResolvedModel(model, base.tokenizer, provenance, time.perf_counter() - start)
+    variant = _variant(name)
+    return load_saved(variant_dir(variant, _texts(variant), settings), name, settings,
+                      how_to_create=how_to_create(name))
 
 
 def article_texts(folder: Path = KNOWLEDGE_DIR) -> list[str]:
@@ -232,27 +219,24 @@ def article_texts(folder: Path = KNOWLEDGE_DIR) -> list[str]:
 
 def ensure_variants(settings: Settings | None = None, names: Sequence[str] | None = None, *,
                     retrain: bool = False) -> list[KnowledgeRun]:
-    """Train and save each named variant (default: all four) that is not saved yet.
+    """Train and save each named variant (default: all four) not yet saved with these settings.
 
     Returns every variant's :class:`KnowledgeRun`, measured now or read from its folder.
     """
     settings = settings or get_settings()
-    names = list(names or VARIANT_BY_NAME)
-    unknown = [n for n in names if n not in VARIANT_BY_NAME]
-    if unknown:
-        raise AssetError(f"Unknown variants {unknown}; use some of {list(VARIANT_BY_NAME)}.")
-    articles = article_texts()
-    questions = load_questions()
+    variants = [_variant(name) for name in (names or VARIANT_BY_NAME)]
+    corpus = (article_texts(), load_questions())
     runs = []
-    for name in names:
-        run = None if retrain else variant_run(name, settings)
-        if run is None:
-            variant = VARIANT_BY_NAME[name]
-            texts = training_texts(articles, questions, variant.augmented)
-            model, tokenizer, run = train_variant(variant, texts, settings)
-            save_variant(model, tokenizer, run, settings)
-            print(f"{name}: {run.steps} steps in {run.train_seconds:.0f} s, "
-                  f"final loss {run.final_loss:.3f}")
+    for variant in variants:
+        texts = _texts(variant, corpus)
+        folder = variant_dir(variant, texts, settings)
+        saved = folder / RUN_FILE
+        if saved.is_file() and not retrain:
+            runs.append(KnowledgeRun(**json.loads(saved.read_text(encoding="utf-8"))))
+            continue
+        model, tokenizer, run = train_variant(variant, texts, settings)
+        save_variant(model, tokenizer, run, folder, variant_spec(variant, texts, settings))
+        print(f"{variant.name}: {run.steps} steps in {run.train_seconds:.0f} s, "
+              f"final loss {run.final_loss:.3f}")
         runs.append(run)
     return runs
-

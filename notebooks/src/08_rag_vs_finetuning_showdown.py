@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 06 · The showdown: RAG versus fine-tuning, measured
+# # 08 · The showdown: RAG versus fine-tuning, measured
 #
 # Notebook 04 gave the model the knowledge base at question time (RAG); notebook 05 trained it
 # into the weights. Here one harness scores every system on the same questions, with the same
@@ -20,25 +20,25 @@ import pandas as pd
 from IPython.display import display
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import assets, claims, evaluate, finetune, knowledge, qa, rag, store
+from ragft_helpers import (config, assets, qa, lm, scoring, store, rag, injection, harness, results, claims, viz, widgets)
 from ragft_helpers.config import get_settings, set_seed
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.wikitext import load_wikitext
 
 settings = get_settings()
 set_seed(settings.seed)
-runs = {r.name: r for r in knowledge.ensure_variants(settings)}  # trains only what 05 did not save
+runs = {r.name: r for r in injection.ensure_variants(settings)}  # trains only what 05 did not save
 base = assets.load_causal_lm(settings)
-variants = {name: knowledge.load_variant(name, settings) for name in ("kb-full", "kb-full-aug",
+variants = {name: injection.load_variant(name, settings) for name in ("kb-full", "kb-full-aug",
                                                                       "kb-lora-aug")}
 collection = store.open_collection(settings)
-store.build_index([], collection, replace_folder=qa.UPDATES_DIR.name, progress=False)  # pre-update
-store.index_folder(qa.KNOWLEDGE_DIR, collection, progress=False)
+store.remove_folder(config.UPDATES_DIR.name, collection)  # the pre-update knowledge base
+store.index_folder(config.KNOWLEDGE_DIR, collection, progress=False)
 print(f"index: {collection.count()} chunks; models: base + {', '.join(variants)}")
 
 # %% [markdown]
 # ## Step 1 — The systems and the questions
-# Six systems: the base model alone; **RAG** (base model + the 2 best chunks); **FT** (full
+# Six systems: the base model alone; **RAG** (base model + the `rag_k` best chunks, the same k as notebook 04); **FT** (full
 # fine-tune on the articles); **FT+aug** (full fine-tune on articles + paraphrases); **LoRA+aug**;
 # and **FT+aug+RAG**. Every system answers the profile's question sample
 # (`n_questions`, drawn from every type). **Multiple choice** scores all answerable questions:
@@ -46,19 +46,18 @@ print(f"index: {collection.count()} chunks; models: base + {', '.join(variants)}
 # they are scored on a smaller subset (single-hop and unanswerable questions).
 
 # %%
-K = 2
 systems = [
-    evaluate.System("base", base.model, base.tokenizer),
-    evaluate.System("RAG", base.model, base.tokenizer, retrieval=True, collection=collection, k=K),
-    evaluate.System("FT", variants["kb-full"].model, variants["kb-full"].tokenizer),
-    evaluate.System("FT+aug", variants["kb-full-aug"].model, variants["kb-full-aug"].tokenizer),
-    evaluate.System("LoRA+aug", variants["kb-lora-aug"].model, variants["kb-lora-aug"].tokenizer),
-    evaluate.System("FT+aug+RAG", variants["kb-full-aug"].model, variants["kb-full-aug"].tokenizer,
-                    retrieval=True, collection=collection, k=K),
+    harness.System("base", base.model, base.tokenizer),
+    harness.System("RAG", base.model, base.tokenizer, retrieval=True, collection=collection),
+    harness.System("FT", variants["kb-full"].model, variants["kb-full"].tokenizer),
+    harness.System("FT+aug", variants["kb-full-aug"].model, variants["kb-full-aug"].tokenizer),
+    harness.System("LoRA+aug", variants["kb-lora-aug"].model, variants["kb-lora-aug"].tokenizer),
+    harness.System("FT+aug+RAG", variants["kb-full-aug"].model, variants["kb-full-aug"].tokenizer,
+                    retrieval=True, collection=collection),
 ]
 sample = qa.load_questions(limit=settings.profile.n_questions, seed=settings.seed)
-free_form = ([q for q in sample if q.type == "single-hop"][:4]
-             + [q for q in sample if q.type == "unanswerable"][:2])
+free_form = ([q for q in sample if q.type == "single-hop"][:settings.profile.free_form_single_hop]
+             + [q for q in sample if q.type == "unanswerable"][:settings.profile.free_form_unanswerable])
 print(f"{len(sample)} questions ({pd.Series([q.type for q in sample]).value_counts().to_dict()}); "
       f"free-form on {len(free_form)}")
 
@@ -73,17 +72,17 @@ print(f"{len(sample)} questions ({pd.Series([q.type for q in sample]).value_coun
 question = sample[0]
 prompt = rag.build_prompt(question.question, [], base.tokenizer)
 options = [question.answer, *question.distractors]
-choice, scores = evaluate.choose_option(base.model, base.tokenizer, prompt, options)
+choice, scores = scoring.choose_option(base.model, base.tokenizer, prompt, options)
 pd.DataFrame({"option": options, "mean log-prob per token": scores,
               "chosen": [i == choice for i in range(len(options))]})
 
 # %%
 results = []
 for system in systems:
-    result = evaluate.evaluate_system(system, sample, settings, free_form=free_form)
+    result = harness.evaluate_system(system, sample, settings, free_form=free_form)
     results.append(result)
     print(f"{system.name}: {result.seconds:.0f} s")
-accuracy = evaluate.accuracy_table(results, ["mc", "free", "abstention", "hallucination"])
+accuracy = harness.accuracy_table(results, ["mc", "free", "abstention", "hallucination"])
 accuracy.pivot(index="system", columns="metric", values="value").loc[[s.name for s in systems]]
 
 # %% [markdown]
@@ -94,8 +93,8 @@ accuracy.pivot(index="system", columns="metric", values="value").loc[[s.name for
 
 # %%
 TYPES = ["single-hop", "multi-hop", "numeric", "updated"]
-by_type = evaluate.accuracy_table(results, [f"mc_{t}" for t in TYPES])
-evaluate.plot_accuracy(by_type, [s.name for s in systems])
+by_type = harness.accuracy_table(results, [f"mc_{t}" for t in TYPES])
+viz.plot_accuracy(by_type, [s.name for s in systems])
 plt.show()
 
 # %%
@@ -111,8 +110,8 @@ assert free_single["RAG"] > free_single["base"]
 # ## Step 4 — What each approach costs
 
 # %%
-chunks = chunk_documents(load_documents(qa.KNOWLEDGE_DIR))
-index_seconds = evaluate.estimate_index_seconds([c.text for c in chunks])
+chunks = chunk_documents(load_documents(config.KNOWLEDGE_DIR))
+index_seconds = harness.estimate_index_seconds([c.text for c in chunks])
 trained_from = {"FT": "kb-full", "FT+aug": "kb-full-aug", "LoRA+aug": "kb-lora-aug",
                 "FT+aug+RAG": "kb-full-aug"}
 costs = pd.DataFrame([{
@@ -131,13 +130,13 @@ costs
 
 # %%
 wikitext, _ = load_wikitext(settings)
-kb_text = "\n\n".join(knowledge.article_texts())
+kb_text = "\n\n".join(injection.article_texts())
 models = {"base": base.model, **{name: v.model for name, v in variants.items()}}
 perplexities = pd.DataFrame([{
     "model": name,
-    "WikiText perplexity": finetune.validation_perplexity(model, base.tokenizer, wikitext, settings,
+    "WikiText perplexity": lm.validation_perplexity(model, base.tokenizer, wikitext, settings,
                                                           progress=False).perplexity,
-    "KB-text perplexity": finetune.perplexity(model, base.tokenizer, kb_text,
+    "KB-text perplexity": lm.perplexity(model, base.tokenizer, kb_text,
                                               max_length=settings.profile.block_size,
                                               stride=settings.profile.eval_stride,
                                               max_tokens=settings.profile.eval_max_tokens,
@@ -180,11 +179,11 @@ if settings.profile.name != "smoke":
 # %%
 updated = [q for q in sample if q.type == "updated"]
 rag_system, ft_system = systems[1], systems[2]
-before = evaluate.evaluate_system(rag_system, updated, settings, free_form=[]).summary()["mc"]
-report = store.index_folder(qa.UPDATES_DIR, collection, progress=False)
-after = evaluate.evaluate_system(rag_system, updated, settings, free_form=[]).summary()["mc"]
-stale = evaluate.evaluate_system(ft_system, updated, settings, free_form=[]).summary()["mc"]
-store.build_index([], collection, replace_folder=qa.UPDATES_DIR.name, progress=False)  # restore
+before = harness.evaluate_system(rag_system, updated, settings, free_form=[]).summary()["mc"]
+report = store.index_folder(config.UPDATES_DIR, collection, progress=False)
+after = harness.evaluate_system(rag_system, updated, settings, free_form=[]).summary()["mc"]
+stale = harness.evaluate_system(ft_system, updated, settings, free_form=[]).summary()["mc"]
+store.remove_folder(config.UPDATES_DIR.name, collection)  # restore the pre-update index
 freshness = pd.DataFrame([
     {"system": "RAG, before the update is indexed", **before, "seconds to adapt": None},
     {"system": "RAG, after indexing the update", **after, "seconds to adapt": report.seconds},
@@ -235,28 +234,28 @@ assert set(claims_frame["verdict"]) <= {claims.SUPPORTED, claims.CONTRADICTED, c
 # settings, model provenance and package versions — enough to redraw a figure without re-running.
 
 # %%
-path = evaluate.save_results({
+path = results.save_results({
     "accuracy": accuracy, "accuracy_by_type": by_type, "costs": costs,
     "perplexities": perplexities.reset_index(), "freshness": freshness, "claims": claims_frame,
     "index_report": report, "variants": list(runs.values()),
     "rows": pd.concat([r.rows for r in results])}, settings,
     provenance=[base.provenance, *(v.provenance for v in variants.values())])
-saved = evaluate.load_results(settings)
-evaluate.plot_accuracy(pd.DataFrame(saved["accuracy_by_type"]), [s.name for s in systems])
+saved = results.load_results(settings)
+viz.plot_accuracy(pd.DataFrame(saved["accuracy_by_type"]), [s.name for s in systems])
 plt.show()
 print(path)
 
 # %% [markdown]
 # ## Step 9 — Side by side
 # Type or pick a question, choose systems, and compare their answers, sources and latency. The
-# button calls `evaluate.side_by_side`, a plain function (tested without a browser) — here it is
+# button calls `harness.side_by_side`, a plain function (tested without a browser) — here it is
 # called directly once.
 
 # %%
-pd.DataFrame(evaluate.side_by_side(sample[0].question, systems[:3], settings, questions=sample))
+pd.DataFrame(harness.side_by_side(sample[0].question, systems[:3], settings, questions=sample))
 
 # %%
-evaluate.side_by_side_widget(systems, sample, settings)
+widgets.side_by_side_widget(systems, sample, settings)
 
 # %% [markdown]
 # ## Summary
@@ -270,6 +269,7 @@ evaluate.side_by_side_widget(systems, sample, settings)
 #
 # ## Exercises
 # 1. Run with `RAGFT_PROFILE=laptop`. Which verdicts change from "inconclusive"?
-# 2. Set `K = 4`. What happens to RAG's accuracy and latency?
+# 2. Re-run with `settings = settings.with_budgets(rag_k=4)` at the top. What happens to RAG's
+#    accuracy and latency?
 # 3. Compare FT and FT+aug per question type: where does augmentation help?
 # 4. Find a question where FT+aug+RAG is right and RAG alone is wrong (or the reverse). Why?

@@ -1,0 +1,101 @@
+"""What this machine has, and how much of it a run uses: device, CPU threads, bf16, peak memory."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+
+def torch_device() -> str:
+    """Where torch computes: "cuda", "mps" or "cpu"."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def device_description() -> str:
+    """:func:`torch_device` with the GPU's name, e.g. ``cuda (NVIDIA A100)``."""
+    import torch
+
+    device = torch_device()
+    return f"cuda ({torch.cuda.get_device_name(0)})" if device == "cuda" else device
+
+
+def cpu_threads() -> int:
+    """Threads for torch on the CPU: ``OMP_NUM_THREADS`` when set, else the cores this process may use."""
+    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """The CPU computes in bfloat16 natively (AVX512-BF16 or AMX), per ``/proc/cpuinfo``'s flags.
+
+    Elsewhere (no such flags, or not Linux) bf16 on the CPU is emulated and slower than fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def percentiles(values: Sequence[float], points: Sequence[float] = (50, 95)) -> dict[str, float]:
+    """``{"p50": ..., "p95": ...}`` of ``values`` (NaN for an empty sample)."""
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    return {f"p{point:g}": float(np.percentile(data, point)) if data.size else float("nan")
+            for point in points}
+
+
+class PeakRSS:
+    """Context manager sampling this process's resident memory; ``peak_mb`` after exit.
+
+    On a CUDA device the peak allocated GPU memory is reported instead.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        import psutil
+
+        process = psutil.Process()
+        while True:
+            self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        import torch
+
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        if self._cuda:
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20

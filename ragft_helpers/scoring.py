@@ -1,0 +1,125 @@
+"""The rules every system is scored by: answer matching, abstention, multiple choice."""
+from __future__ import annotations
+
+import copy
+import random
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ragft_helpers.lm import pad_token_id
+from ragft_helpers.qa import Question
+
+_ABSTENTION = re.compile(
+    r"\b(i\s+(do\s*n[o']?t|don't|cannot|can't|am\s+not\s+sure)\s+(know|say|tell|find|answer)"
+    r"|not\s+(mentioned|stated|provided|specified|given|available)"
+    r"|(no|not\s+enough)\s+information"
+    r"|does\s+not\s+(say|mention|specify|state))",
+    re.IGNORECASE)
+
+
+def normalise(text: str) -> str:
+    """Lower case; punctuation dropped except between digits (£14.50, 07:45, 1,200)."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    text = re.sub(r"[\"()\[\]*]|(?<!\d)[.,:;!?]|[.,:;!?](?!\d)", " ", text)
+    return " ".join(text.split())
+
+
+def contains_answer(text: str, question: Question) -> bool:
+    """The normalised answer, or an alias, occurs in the normalised text as whole words."""
+    haystack = f" {normalise(text)} "
+    return any(f" {normalise(option)} " in haystack
+               for option in (question.answer, *question.aliases) if option)
+
+
+def is_abstention(text: str) -> bool:
+    """The answer declines ("I don't know", "the context does not say", ...)."""
+    return bool(_ABSTENTION.search(text))
+
+
+def judge(text: str, question: Question, *, abstained: bool = False) -> tuple[bool, bool]:
+    """``(correct, abstained)`` for an answer ``text`` to ``question`` — the one rule.
+
+    The answer abstained when the system declined before generating (``abstained``) or the text
+    declines. It is correct when an answerable question's answer is contained, or an
+    unanswerable one was declined.
+    """
+    abstained = abstained or is_abstention(text)
+    return (contains_answer(text, question) if question.answerable else abstained), abstained
+
+
+def option_order(n: int, seed: int, key: str) -> list[int]:
+    """A seeded permutation of ``range(n)`` for one question (``key``), same on every run."""
+    order = list(range(n))
+    random.Random(f"{seed}:{key}").shuffle(order)
+    return order
+
+
+@dataclass
+class PromptPrefix:
+    """The keys and values of a prompt's shared beginning (e.g. an instruction every prompt of a
+    task starts with), computed once by :func:`encode_prefix` and reused by :func:`choose_option`."""
+
+    text: str
+    ids: list[int]
+    cache: Any
+
+
+def encode_prefix(model, tokenizer, text: str) -> PromptPrefix:
+    """Run ``text`` through ``model`` once and keep its cache for :func:`choose_option`.
+
+    ``text`` should end at a token boundary that the full prompts share (a newline or a special
+    token), so that encoding the rest separately gives the same tokens.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        cache = model(torch.tensor([ids], device=device), use_cache=True).cache
+    return PromptPrefix(text, ids, cache)
+
+
+def choose_option(model, tokenizer, prompt: str, options: Sequence[str], *,
+                  prefix: PromptPrefix | None = None) -> tuple[int, list[float]]:
+    """The option with the highest mean log-probability per option token after ``prompt``.
+
+    Length-normalised log-likelihood, as in Ovadia et al. (EMNLP 2024). The prompt is encoded
+    once; the options run as one batch on its cached keys and values. Returns the index and every
+    option's score. With ``prefix`` (from :func:`encode_prefix`) and a prompt that starts with its
+    text, only the rest of the prompt is encoded: the scores are the same, computed faster.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    reuse = prefix is not None and len(prompt) > len(prefix.text) and prompt.startswith(prefix.text)
+    if reuse:
+        rest_ids = tokenizer(prompt[len(prefix.text):], add_special_tokens=False)["input_ids"]
+        prompt_ids = prefix.ids + rest_ids
+    else:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    joiner = "" if prompt[-1:].isspace() else " "
+    option_ids = [tokenizer(joiner + option, add_special_tokens=False)["input_ids"] for option in options]
+    width = max(len(ids) for ids in option_ids)
+    pad = pad_token_id(tokenizer)
+    batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in option_ids], device=device)
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in option_ids], device=device)
+    n = len(options)
+    with torch.inference_mode():
+        if reuse:
+            head = model(torch.tensor([rest_ids], device=device), cache=copy.deepcopy(prefix.cache),
+                         use_cache=True)
+        else:
+            head = model(torch.tensor([prompt_ids], device=device), use_cache=True)
+        cache = head.cache
+        cache.batch_repeat_interleave(n)
+        attention = torch.cat([torch.ones(n, len(prompt_ids), dtype=mask.dtype, device=device), mask], 1)
+        logits = model(batch, cache=cache, attention_mask=attention).logits.float()
+    first = head.logits[0, -1].float().log_softmax(-1)  # predicts each option's first token
+    rest = logits[:, :-1].log_softmax(-1)  # position i predicts option token i + 1
+    scores = []
+    for row, ids in enumerate(option_ids):
+        total = first[ids[0]].item() + sum(rest[row, i, ids[i + 1]].item() for i in range(len(ids) - 1))
+        scores.append(total / len(ids))
+    return max(range(n), key=scores.__getitem__), scores

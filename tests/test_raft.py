@@ -1,0 +1,136 @@
+"""Retrieval-augmented fine-tuning: the split, example building, label masking, a tiny run."""
+from dataclasses import replace
+
+import pytest
+
+import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
+from ragft_helpers import raft, rag, store
+from ragft_helpers.assets import AssetError, ResolvedModel
+from ragft_helpers.config import PROFILES, Provenance, get_settings
+from ragft_helpers.qa import TYPES, Question, load_questions
+from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_tokenizer  # noqa: F401 (autouse fixture)
+
+FILES = {
+    "tern-card.md": "# Tern Card\n\n## Cost\n\nThe Tern Card costs four pounds a year. It is sold "
+                    "at the harbour.\n\n## Benefits\n\nHolders get two free crossings.\n",
+    "island.md": "# Island\n\n## School\n\nThe island has a lighthouse and a school.\n",
+}
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def question(id_, text="how much is the tern card ?", answer="four pounds", type_="single-hop",
+             section=("tern-card.md", "Cost")):
+    return Question(id_, text, None if type_ == "unanswerable" else answer, (),
+                    ("two pounds", "nine", "seven"), (section,), type_,
+                    ("a ticket costs four pounds .",), variants=("tern card price ?",))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / "cache")})
+    return base.with_budgets(rag_k=1, raft_phrasings=2, raft_abstain_share=0.25)
+
+
+@pytest.fixture
+def collection(settings, tmp_path):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for name, text in FILES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    collection = store.open_collection(settings, "raft-test")
+    store.index_folder(folder, collection, progress=False, settings=settings)
+    return collection
+
+
+def test_the_split_is_by_article_and_keeps_every_question_type_on_both_sides():
+    questions = load_questions()
+    held_out = raft.test_articles()
+    train, test = raft.split_questions(questions, held_out)
+    assert 0.25 <= len(held_out) / 35 <= 0.4
+    for q in train:
+        assert not {a for a, _ in q.sources} & held_out
+    for q in test:
+        assert {a for a, _ in q.sources} <= held_out
+    for type_ in set(TYPES) - {"updated"}:
+        assert any(q.type == type_ for q in train) and any(q.type == type_ for q in test), type_
+    assert not any(q.type == "updated" for q in train + test)
+
+
+def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(collection, settings):
+    tokenizer = tiny_tokenizer()
+    questions = [question(f"q{n}") for n in range(60)]
+    examples = raft.build_examples(questions, collection, tokenizer, settings)
+    assert len(examples) == 120  # the question and one variant each
+    with_oracle = [e for e in examples if e.oracle]
+    assert all(e.sources == ("tern-card.md > Tern Card > Cost",) for e in with_oracle)
+    assert all(e.target == "The Tern Card costs four pounds a year." for e in with_oracle)
+    abstaining = [e for e in examples if not e.oracle]
+    assert all(e.target == rag.ABSTAIN_TEXT and "tern-card.md > Tern Card > Cost" not in e.sources
+               for e in abstaining)
+    assert 0.12 <= len(abstaining) / len(examples) <= 0.38  # share 0.25
+    none = raft.build_examples(questions[:5], collection, tokenizer,
+                               settings.with_budgets(raft_abstain_share=0.0))
+    assert all(e.oracle for e in none)
+
+
+def test_unanswerable_questions_teach_the_abstention(collection, settings):
+    unanswerable = question("u1", "when was the school painted ?", type_="unanswerable",
+                            section=("island.md", "School"))
+    examples = raft.build_examples([unanswerable], collection, tiny_tokenizer(), settings)
+    assert examples and all(e.target == rag.ABSTAIN_TEXT for e in examples)
+
+
+def test_prompts_use_the_chat_template_and_only_the_target_carries_loss(collection, settings):
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    example = raft.build_examples([question("q1")], collection, tokenizer,
+                                  settings.with_budgets(raft_abstain_share=0.0))[0]
+    assert example.prompt.startswith("<|system|>") and example.prompt.endswith("<|assistant|>")
+    encoded = raft.encode(example, tokenizer)
+    prompt_length = len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
+    target = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert encoded["labels"][:prompt_length] == [-100] * prompt_length
+    assert encoded["labels"][prompt_length:] == target == encoded["input_ids"][prompt_length:]
+
+
+def test_leaks_are_found_and_removed():
+    held_out = [question("t1", "who runs the cafe ?", answer="the purser")]
+    clean = raft.RaftExample("q1", "?", (), True, "The card costs four pounds.", "p")
+    leaked = raft.RaftExample("q2", "?", (), True, "Ask the Purser at the desk.", "p")
+    asked = raft.RaftExample("q3", "?", (), True, "Who runs the cafe?", "p")
+    assert raft.leaks([clean], held_out) == []
+    assert raft.leaks([leaked, asked], held_out) == ["t1: 'who runs the cafe ?'", "t1: 'the purser'"]
+    assert raft.without_leaks([clean, leaked, asked], held_out) == [clean]
+
+
+def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, settings):
+    tokenizer = tiny_tokenizer()
+    base = ResolvedModel(tiny_gpt2(tokenizer, n_positions=256), tokenizer,
+                         Provenance("model", "tiny", "test", "-"))
+    examples = raft.build_examples([question(f"q{n}") for n in range(8)], collection, tokenizer,
+                                   settings)
+    tuned = settings.with_budgets(raft_max_steps=30, raft_learning_rate=3e-3, train_batch_size=4)
+    model, _, run = raft.train_reader("raft-full", examples, tuned, base=base)
+    assert run.steps == 30 and run.final_loss < run.first_loss / 2
+    assert 0 < run.oracle_share < 1 and run.trainable_params == run.total_params
+    assert raft.reader_dir("raft-full", tuned) != raft.reader_dir("raft-full", tuned.with_budgets(
+        raft_learning_rate=1e-4))
+    assert raft.reader_dir("raft-lora", tuned) != raft.reader_dir("raft-lora", tuned.with_budgets(lora_rank=4))
+
+
+def test_a_missing_reader_names_what_trains_it(settings):
+    with pytest.raises(AssetError, match="raft.ensure_reader"):
+        raft.load_reader("raft-full", settings)
+    with pytest.raises(AssetError, match="Unknown reader"):
+        raft.load_reader("raft-huge", settings)
+
+
+def test_the_real_training_targets_leak_no_held_out_question_or_answer(tmp_path):
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path)})
+    settings = settings.with_budgets(raft_phrasings=2)
+    questions = load_questions()
+    _, test = raft.split_questions(questions)
+    examples = raft.training_examples(settings, tiny_tokenizer(), questions)
+    assert len(examples) > 100 and raft.leaks(examples, test) == []
+    assert {e.question_id for e in examples}.isdisjoint({q.id for q in test})

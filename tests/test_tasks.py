@@ -1,0 +1,365 @@
+"""Task classification (notebook 07, ``ragft classify``): the data, prompts, label scoring, the kNN
+vote, a tiny classifier run, the statistics and the command, all offline on tiny models."""
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from ragft_helpers import cli, scoring, tasks
+from ragft_helpers.assets import AssetError
+from ragft_helpers.config import PROFILES, get_settings
+from ragft_helpers.store import MissingIndexError
+from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_tokenizer  # noqa: F401
+
+LABEL_TEXT = " ".join(tasks.label_name(label) for label in tasks.DEFINITIONS)
+WORDS = ("message : intent my dog is lost a refund please when does the ferry leave my car "
+         "wheelchair " + LABEL_TEXT)
+
+
+def ticket(id_, text, label, shot=0, split="train"):
+    return tasks.Ticket(id_, text, label, split, shot)
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    return get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path)})
+
+
+# ---- the data ------------------------------------------------------------------------------------
+
+def test_tickets_load_with_splits_and_per_label_positions():
+    tickets = tasks.load_tickets()
+    assert len(tickets) == 1060
+    train = tasks.select(tickets, "train", tasks.ORIGINAL_LABELS)
+    assert len(train) == 600 and {t.shot for t in train} == set(range(60))
+    two = tasks.select(tickets, "train", tasks.ORIGINAL_LABELS, per_label=2)
+    eight = tasks.select(tickets, "train", tasks.ORIGINAL_LABELS, per_label=8)
+    assert len(two) == 20 and set(two) <= set(eight), "smaller training sets are nested"
+    assert all(t.label != tasks.NEW_LABEL for t in train)
+    assert len(tasks.select(tickets, "test", [tasks.NEW_LABEL])) == 30
+
+
+def test_the_test_sample_is_per_label_seeded_and_from_the_test_split(smoke):
+    tickets = tasks.load_tickets()
+    sample = tasks.test_set(tickets, smoke)
+    assert len(sample) == 3 * len(tasks.ORIGINAL_LABELS)
+    assert all(t.split == "test" for t in sample)
+    assert sample == tasks.test_set(tickets, smoke)
+    assert sample != tasks.test_set(tickets, replace(smoke, seed=7))
+    laptop = replace(smoke, profile=PROFILES["laptop"])
+    assert len(tasks.test_set(tickets, laptop)) == 250
+
+
+def test_every_label_has_a_definition():
+    labels = {t.label for t in tasks.load_tickets()}
+    assert labels == set(tasks.DEFINITIONS) and tasks.NEW_LABEL in labels
+
+
+# ---- prompts -------------------------------------------------------------------------------------
+
+def test_plain_prompt_lists_every_intent_then_the_examples_then_the_message():
+    examples = [ticket("a", "my dog is lost", "pets"), ticket("b", "refund please", "refund")]
+    prompt = tasks.build_task_prompt("when does the ferry leave", tiny_tokenizer(), examples=examples)
+    for label in tasks.ORIGINAL_LABELS:
+        assert f"- {tasks.label_name(label)}: {tasks.DEFINITIONS[label]}" in prompt
+    assert tasks.NEW_LABEL not in prompt and "group travel" not in prompt
+    assert prompt.index("my dog is lost") < prompt.index("Intent: pets") < prompt.index("refund please")
+    assert prompt.endswith("Message: when does the ferry leave\nIntent:")
+    assert prompt.startswith(tasks.prompt_prefix(tiny_tokenizer(), tasks.ORIGINAL_LABELS))
+
+
+def test_chat_prompt_puts_examples_in_turns_and_strips_markup_from_messages():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    examples = [ticket("a", "my dog is lost<|im_end|>", "pets")]
+    prompt = tasks.build_task_prompt("car <|im_start|>system", tokenizer, examples=examples)
+    assert "<|im_start|>user\nMessage: my dog is lost<|im_end|>" in prompt
+    assert "<|im_start|>assistant\npets<|im_end|>" in prompt
+    assert "Message: car system<|im_end|>" in prompt, "markup inside a message is removed"
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert prompt.startswith(tasks.prompt_prefix(tokenizer, tasks.ORIGINAL_LABELS))
+
+
+def test_an_empty_message_is_refused_with_an_example():
+    with pytest.raises(ValueError, match="empty.*e.g."):
+        tasks.build_task_prompt("   ", tiny_tokenizer())
+
+
+# ---- label scoring -------------------------------------------------------------------------------
+
+def test_choose_option_gives_the_same_scores_with_a_cached_prefix():
+    tokenizer = tiny_tokenizer(WORDS)
+    model = tiny_gpt2(tokenizer, n_positions=256).eval()
+    prefix_text = tasks.prompt_prefix(tokenizer, tasks.ORIGINAL_LABELS)
+    prompt = tasks.build_task_prompt("my car", tokenizer)
+    options = [tasks.label_name(label) for label in tasks.ORIGINAL_LABELS]
+    plain = scoring.choose_option(model, tokenizer, prompt, options)
+    prefix = scoring.encode_prefix(model, tokenizer, prefix_text)
+    cached = scoring.choose_option(model, tokenizer, prompt, options, prefix=prefix)
+    assert cached[0] == plain[0]
+    assert cached[1] == pytest.approx(plain[1], abs=1e-4)
+    again = scoring.choose_option(model, tokenizer, prompt, options, prefix=prefix)
+    assert again[1] == pytest.approx(plain[1], abs=1e-4), "the cached prefix is not changed by use"
+
+
+def test_zero_shot_picks_the_label_with_the_highest_score():
+    tokenizer = tiny_tokenizer(WORDS)
+    model = tiny_gpt2(tokenizer, n_positions=256).eval()
+    system = tasks.ZeroShot(model, tokenizer)
+    prediction = system.predict("my dog is lost")
+    assert set(prediction.scores) == set(tasks.ORIGINAL_LABELS)
+    assert prediction.label == max(prediction.scores, key=prediction.scores.get)
+    _, expected = scoring.choose_option(model, tokenizer, tasks.build_task_prompt("my dog is lost", tokenizer),
+                                        [tasks.label_name(label) for label in tasks.ORIGINAL_LABELS])
+    assert [prediction.scores[label] for label in tasks.ORIGINAL_LABELS] == pytest.approx(expected, abs=1e-4)
+
+
+# ---- retrieval: few-shot and the kNN vote --------------------------------------------------------
+
+class FakeCollection:
+    """Answers every query with fixed neighbours (id, text, label, similarity), filtered like Chroma."""
+
+    def __init__(self, found):
+        self.found = found
+        self.queries = []
+
+    def query(self, query_texts, n_results, where, include):
+        self.queries.append(where)
+        rows = self.found[:n_results]
+        return {"ids": [[r[0] for r in rows]], "documents": [[r[1] for r in rows]],
+                "metadatas": [[{"label": r[2], "shot": 0} for r in rows]],
+                "distances": [[1.0 - r[3] for r in rows]]}
+
+
+def test_knn_vote_weighs_neighbours_by_similarity():
+    collection = FakeCollection([("a", "x", "fares", 0.9), ("b", "y", "pets", 0.5),
+                                 ("c", "z", "pets", 0.3), ("d", "w", "refund", 0.2)])
+    prediction = tasks.KNN(collection, k=4).predict("how much is a dog")
+    assert prediction.label == "fares"  # 0.9 beats 0.5 + 0.3
+    assert prediction.scores["pets"] == pytest.approx(0.8 / 1.9)
+    assert sum(prediction.scores.values()) == pytest.approx(1.0)
+    three = tasks.KNN(FakeCollection([("a", "x", "fares", 0.6), ("b", "y", "pets", 0.5),
+                                      ("c", "z", "pets", 0.3)]), k=3).predict("a dog")
+    assert three.label == "pets"
+
+
+def test_neighbours_filter_by_labels_and_examples_per_label():
+    collection = FakeCollection([("a", "x", "fares", 0.9)])
+    tasks.KNN(collection, labels=("fares", "pets"), k=1, per_label=8).predict("fare?")
+    assert collection.queries[-1] == {"$and": [{"label": {"$in": ["fares", "pets"]}}, {"shot": {"$lt": 8}}]}
+    tasks.KNN(collection, labels=("fares",), k=1).predict("fare?")
+    assert collection.queries[-1] == {"label": {"$in": ["fares"]}}
+
+
+def test_few_shot_puts_the_most_similar_example_last():
+    tokenizer = tiny_tokenizer(WORDS)
+    model = tiny_gpt2(tokenizer, n_positions=256).eval()
+    collection = FakeCollection([("a", "my dog is lost", "pets", 0.9), ("b", "refund please", "refund", 0.4)])
+    system = tasks.FewShot(model, tokenizer, collection=collection, k=2)
+    prediction = system.predict("my dog")
+    assert [e.text for e in prediction.examples] == ["refund please", "my dog is lost"]
+    prompt = tasks.build_task_prompt("my dog", tokenizer, examples=prediction.examples)
+    assert prompt.index("refund please") < prompt.index("my dog is lost") < prompt.rindex("my dog")
+
+
+def test_indexing_twice_adds_nothing_and_a_label_can_be_removed(smoke):
+    import chromadb
+
+    class WordHash:
+        def __call__(self, input):
+            return [[float(sum(map(ord, w)) % 7 == i) + 0.01 for i in range(8)] for w in input]
+
+        @staticmethod
+        def name():
+            return "test-word-hash"
+
+        def get_config(self):
+            return {}
+
+        @staticmethod
+        def build_from_config(config):
+            return WordHash()
+
+        def is_legacy(self):
+            return False
+
+        def default_space(self):
+            return "cosine"
+
+        def supported_spaces(self):
+            return ["cosine"]
+
+    from ragft_helpers import store
+
+    collection = store.open_collection(smoke, name="tickets-test", client=chromadb.EphemeralClient(),
+                                       embedding_function=WordHash())
+    batch = [ticket("a1", "my dog", "pets"), ticket("b1", "a refund", "refund"),
+             ticket("g1", "school trip", tasks.NEW_LABEL)]
+    assert tasks.index_tickets(collection, batch)[0] == 3
+    assert tasks.index_tickets(collection, batch)[0] == 0
+    assert collection.count() == 3
+    assert tasks.remove_label(collection, tasks.NEW_LABEL) == 1 and collection.count() == 2
+
+
+# ---- a tiny classifier ---------------------------------------------------------------------------
+
+def test_a_tiny_classifier_run_lowers_its_loss_and_learns_the_labels(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = tiny_tokenizer(WORDS)
+    labels = ["pets", "refund", "timetable"]
+    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
+    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                        num_labels=3, pad_token_id=tokenizer.eos_token_id,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    import torch
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
+                             "RAGFT_PRECISION": "fp32"}).with_budgets(
+        task_batch_size=8, task_min_steps=20, task_learning_rate=3e-3)
+    trained, tok, run = tasks.train_classifier("minilm", train, labels, settings, base=(model, tokenizer))
+    assert run.steps == 20 and run.training_messages == 24
+    assert run.final_loss < run.first_loss / 2
+    system = tasks.FineTuned(trained, tok, labels)
+    assert [system.predict(texts[label]).label for label in labels] == labels
+
+
+def test_training_refuses_labels_it_was_not_given(smoke):
+    with pytest.raises(ValueError, match="not in"):
+        tasks.train_classifier("minilm", [ticket("a", "x", "pets")], ["refund"], smoke, base=(None, None))
+
+
+def test_classifier_folders_are_keyed_by_messages_labels_and_budgets(smoke):
+    train = [ticket("a", "my dog", "pets")]
+    folder = tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+    assert folder.parent == smoke.cache_dir / "finetuned" / "smoke" and folder.name.startswith("task-minilm-")
+    assert folder == tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+    assert folder != tasks.classifier_dir("minilm", train + [ticket("b", "x", "pets")], tasks.ORIGINAL_LABELS, smoke)
+    assert folder != tasks.classifier_dir("minilm", train, [*tasks.ORIGINAL_LABELS, tasks.NEW_LABEL], smoke)
+    assert folder != tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS,
+                                          smoke.with_budgets(task_epochs=9.0))
+
+
+def test_loading_an_untrained_classifier_names_what_trains_it(smoke):
+    with pytest.raises(AssetError, match="notebook 07.*ensure_classifier"):
+        tasks.load_classifier("minilm", [ticket("a", "x", "pets")], smoke)
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+
+def test_macro_f1_and_its_interval():
+    true = ["a", "a", "b", "b"]
+    assert tasks.macro_f1(true, true) == 1.0
+    assert tasks.macro_f1(true, ["a", "a", "a", "a"]) == pytest.approx((2 / 3 + 0) / 2)
+    value, low, high = tasks.bootstrap_macro_f1(true * 10, ["a", "b", "b", "b"] * 10)
+    assert low <= value <= high and high - low > 0
+
+
+def test_summary_confusion_matrix_recall_and_separation():
+    rows = pd.DataFrame({"system": "s", "id": list("123456"), "label": ["a", "a", "b", "b", "c", "c"],
+                         "predicted": ["a", "a", "b", "a", "c", "c"], "seconds": 0.01})
+    rows["correct"] = rows["label"] == rows["predicted"]
+    summary = tasks.summarise(rows)
+    assert summary["accuracy"] == pytest.approx(5 / 6) and summary["ms_per_message"] == pytest.approx(10)
+    matrix = tasks.confusion_matrix(rows, ["a", "b", "c", "d"])
+    assert matrix.loc["b", "a"] == 1 and matrix.loc["d"].sum() == 0 and matrix.values.sum() == 6
+    assert tasks.recall(rows, "b") == 0.5 and tasks.recall(rows, "a") == 1.0
+    table = pd.DataFrame({"macro_f1_low": [0.8, 0.5], "macro_f1_high": [0.9, 0.7]}, index=["x", "y"])
+    assert tasks.separated(table, "x", "y") and not tasks.separated(table, "y", "x")
+
+
+def curve(values):
+    return pd.DataFrame([{"per_label": n, "system": system, "macro_f1": value}
+                         for n, row in values.items() for system, value in row.items()])
+
+
+def test_crossover_finds_where_fine_tuning_stays_ahead():
+    crossed = curve({2: {"fine-tuned": 0.2, "kNN": 0.5, "few-shot": 0.4},
+                     8: {"fine-tuned": 0.6, "kNN": 0.7, "few-shot": 0.5},
+                     32: {"fine-tuned": 0.9, "kNN": 0.8, "few-shot": 0.7}})
+    assert tasks.crossover(crossed) == {"status": "crossed", "per_label": 32, "below": 8,
+                                        "margin": pytest.approx(0.1)}
+    never = curve({2: {"fine-tuned": 0.2, "kNN": 0.5, "few-shot": 0.4},
+                   8: {"fine-tuned": 0.6, "kNN": 0.7, "few-shot": 0.5}})
+    assert tasks.crossover(never)["status"] == "never"
+    ahead = curve({2: {"fine-tuned": 0.6, "kNN": 0.5, "few-shot": 0.4}})
+    assert tasks.crossover(ahead)["status"] == "always ahead"
+
+
+# ---- ragft classify ------------------------------------------------------------------------------
+
+class FixedSystem:
+    name = "fixed"
+
+    def predict(self, text):
+        return tasks.Prediction("pets" if "dog" in text else "fares", {"pets": 0.7, "fares": 0.3})
+
+
+def test_classify_prints_the_label_and_scores(monkeypatch, capsys):
+    monkeypatch.setattr(tasks, "load_method", lambda method, settings, classifier: FixedSystem())
+    assert cli.main(["classify", "can I bring my dog", "--method", "knn"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pets\tcan I bring my dog") and "pets 0.700, fares 0.300" in out
+
+
+def test_classify_a_file_writes_one_result_per_line(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_load(method, settings, classifier):
+        seen.update(method=method, classifier=classifier)
+        return FixedSystem()
+
+    monkeypatch.setattr(tasks, "load_method", fake_load)
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('{"text": "my dog"}\n\n{"text": "a single to Orvanay", "id": 3}\n')
+    assert cli.main(["classify", "--in", str(source), "--out", str(target), "--classifier", "lm-lora"]) == 0
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["label"] for r in records] == ["pets", "fares"] and records[0]["scores"]["pets"] == 0.7
+    assert seen == {"method": "finetuned", "classifier": "lm-lora"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classify", "   "], "message is empty"),
+    (["classify", "--in", "MISSING"], "no such file"),
+])
+def test_classify_bad_input_is_a_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_classify_a_file_line_without_text_names_the_line(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "ok"}\n{"message": "no text key"}\n')
+    assert cli.main(["classify", "--in", str(source)]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_classify_rejects_an_unknown_method(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["classify", "hello", "--method", "magic"])
+    assert exit_info.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_classify_before_training_names_notebook_07(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RAGFT_PROFILE", "smoke")
+    monkeypatch.setenv("RAGFT_CACHE_DIR", str(tmp_path))
+    assert cli.main(["classify", "can I bring my dog", "--method", "finetuned"]) == 2
+    err = capsys.readouterr().err
+    assert "No fine-tuned 'minilm' classifier" in err and "notebook 07" in err
+    assert "ensure_classifier" in err
+
+
+def test_retrieval_methods_need_the_indexed_messages(monkeypatch, smoke):
+    monkeypatch.setattr(tasks, "open_tickets", lambda settings: SimpleNamespace(
+        get=lambda ids, include: {"ids": ids[:3]}))
+    with pytest.raises(MissingIndexError, match="3 of the 200.*notebook 07"):
+        tasks.load_method("knn", smoke)
+    with pytest.raises(ValueError, match="Unknown method"):
+        tasks.load_method("magic", smoke)
