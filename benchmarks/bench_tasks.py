@@ -71,7 +71,7 @@ def main() -> int:
              f"| fine-tuned beats zero-shot (intervals apart) | kNN recall on {NEW_LABEL} "
              "| few-shot recall | old classifier recall | crossover | notebook | minutes | peak GB |",
              "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
-    held = []
+    held, met = [], []
     for r in rows:
         if "best" not in r:
             lines.append(f"| {r['seed']} | no results | | | | | | | | | failed | {r['minutes']:.1f} "
@@ -79,8 +79,10 @@ def main() -> int:
             held.append(False)
             continue
         beats = r["best_f1"]["macro_f1_low"] > r["zero"]["macro_f1_high"]
-        handles = r["knn_recall"] >= RECALL_TARGET and r["old_recall"] == 0
-        held.append(beats and handles and r["passed"])
+        # The notebook asserts kNN's recall interval clear of zero; its run passing says so.
+        handles = r["passed"] and r["knn_recall"] > 0 and r["old_recall"] == 0
+        held.append(beats and handles)
+        met.append(r["knn_recall"] >= RECALL_TARGET)
         cross = r["crossover"]
         lines.append(
             f"| {r['seed']} | {r['best']}: {interval(r['best_f1'])} | {interval(r['zero'])} "
@@ -88,8 +90,11 @@ def main() -> int:
             f"| {r['knn_recall']:.2f} | {r['few_recall']:.2f} | {r['old_recall']:.2f} "
             f"| {cross['status']}{' at ' + str(cross['per_label']) if cross.get('per_label') else ''} "
             f"| {'passed' if r['passed'] else 'FAILED'} | {r['minutes']:.1f} | {r['peak_gb']:.2f} |")
-    lines += ["", f"Both asserted directions held for {sum(held)} of {len(held)} seeds "
-              f"(kNN recall target ≥ {RECALL_TARGET}; the old classifier cannot output {NEW_LABEL})."]
+    lines += ["", f"Both asserted directions held for {sum(held)} of {len(held)} seeds: the best "
+              "fine-tuned classifier's macro-F1 interval above zero-shot's, and kNN handling the new "
+              f"intent once indexed (recall interval clear of zero, asserted by the notebook) while the "
+              f"old classifier cannot output {NEW_LABEL}. The recall target of {RECALL_TARGET} "
+              f"(reported, not asserted) was met for {sum(met)} of {len(met)} seeds."]
     RESULTS.mkdir(exist_ok=True)
     target = RESULTS / f"tasks-{args.profile}-seeds.md"
     target.write_text("\n".join(lines) + "\n")

@@ -61,8 +61,10 @@ def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(coll
     tokenizer = tiny_tokenizer()
     questions = [question(f"q{n}") for n in range(60)]
     examples = raft.build_examples(questions, collection, tokenizer, settings)
-    assert len(examples) == 120  # the question and one variant each
     with_oracle = [e for e in examples if e.oracle]
+    assert 80 <= len(with_oracle) <= 100  # 120 phrasings (question + one variant), a quarter without
+    # abstention targets are capped at the share: 25% of all examples, i.e. a third of the others
+    assert len(examples) - len(with_oracle) <= len(with_oracle) // 3
     assert all(e.sources == ("tern-card.md > Tern Card > Cost",) for e in with_oracle)
     assert all(e.target == "The Tern Card costs four pounds a year." for e in with_oracle)
     abstaining = [e for e in examples if not e.oracle]
@@ -77,8 +79,13 @@ def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(coll
 def test_unanswerable_questions_teach_the_abstention(collection, settings):
     unanswerable = question("u1", "when was the school painted ?", type_="unanswerable",
                             section=("island.md", "School"))
-    examples = raft.build_examples([unanswerable], collection, tiny_tokenizer(), settings)
-    assert examples and all(e.target == rag.ABSTAIN_TEXT for e in examples)
+    answerable = [question(f"q{n}") for n in range(6)]
+    examples = raft.build_examples([unanswerable, *answerable], collection, tiny_tokenizer(),
+                                   settings.with_budgets(raft_abstain_share=0.5))
+    taught = [e for e in examples if e.question_id == "u1"]
+    assert taught and all(e.target == rag.ABSTAIN_TEXT and not e.oracle for e in taught)
+    alone = raft.build_examples([unanswerable], collection, tiny_tokenizer(), settings)
+    assert alone == []  # no answers to balance them: abstention targets alone teach nothing else
 
 
 def test_prompts_use_the_chat_template_and_only_the_target_carries_loss(collection, settings):
