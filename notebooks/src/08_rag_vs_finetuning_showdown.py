@@ -20,7 +20,8 @@ import pandas as pd
 from IPython.display import display
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import (config, assets, qa, lm, scoring, store, rag, injection, harness, results, claims, viz, widgets)
+from ragft_helpers import (assets, claims, config, harness, injection, lm, qa, rag, results, scoring,
+                           store, viz, widgets)
 from ragft_helpers.config import get_settings, set_seed
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.wikitext import load_wikitext
@@ -77,12 +78,12 @@ pd.DataFrame({"option": options, "mean log-prob per token": scores,
               "chosen": [i == choice for i in range(len(options))]})
 
 # %%
-results = []
+system_results = []
 for system in systems:
     result = harness.evaluate_system(system, sample, settings, free_form=free_form)
-    results.append(result)
+    system_results.append(result)
     print(f"{system.name}: {result.seconds:.0f} s")
-accuracy = harness.accuracy_table(results, ["mc", "free", "abstention", "hallucination"])
+accuracy = harness.accuracy_table(system_results, ["mc", "free", "abstention", "hallucination"])
 accuracy.pivot(index="system", columns="metric", values="value").loc[[s.name for s in systems]]
 
 # %% [markdown]
@@ -93,12 +94,12 @@ accuracy.pivot(index="system", columns="metric", values="value").loc[[s.name for
 
 # %%
 TYPES = ["single-hop", "multi-hop", "numeric", "updated"]
-by_type = harness.accuracy_table(results, [f"mc_{t}" for t in TYPES])
+by_type = harness.accuracy_table(system_results, [f"mc_{t}" for t in TYPES])
 viz.plot_accuracy(by_type, [s.name for s in systems])
 plt.show()
 
 # %%
-summaries = {r.name: r.summary() for r in results}
+summaries = {r.name: r.summary() for r in system_results}
 free_single = {name: s["free_single-hop"]["value"] for name, s in summaries.items()}
 print("free-form accuracy on single-hop questions:", free_single)
 
@@ -119,7 +120,7 @@ costs = pd.DataFrame([{
     "training s": runs[trained_from[r.name]].train_seconds if r.name in trained_from else 0.0,
     "index s (estimated, from scratch)": index_seconds if "RAG" in r.name else 0.0,
     "latency p50 s": summaries[r.name]["latency_p50"], "latency p95 s": summaries[r.name]["latency_p95"],
-    "peak RSS MB": round(r.peak_memory_mb)} for r in results])
+    "peak RSS MB": round(r.peak_memory_mb)} for r in system_results])
 costs
 
 # %% [markdown]
@@ -238,7 +239,7 @@ path = results.save_results({
     "accuracy": accuracy, "accuracy_by_type": by_type, "costs": costs,
     "perplexities": perplexities.reset_index(), "freshness": freshness, "claims": claims_frame,
     "index_report": report, "variants": list(runs.values()),
-    "rows": pd.concat([r.rows for r in results])}, settings,
+    "rows": pd.concat([r.rows for r in system_results])}, settings,
     provenance=[base.provenance, *(v.provenance for v in variants.values())])
 saved = results.load_results(settings)
 viz.plot_accuracy(pd.DataFrame(saved["accuracy_by_type"]), [s.name for s in systems])
