@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,11 +20,10 @@ from ragft_helpers.checkpoints import (keyed_dir, load_saved, text_fingerprint,
                                        write_settings)
 from ragft_helpers.config import KNOWLEDGE_DIR, Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
-from ragft_helpers.lm import count_parameters, ensure_pad_token
-from ragft_helpers.machine import PeakRSS
+from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.qa import Question, load_questions
 from ragft_helpers.scoring import normalise
-from ragft_helpers.training import build_trainer, tokenize_and_group, train_and_restore_fp32, training_spec
+from ragft_helpers.training import build_trainer, measured_train, tokenize_and_group, training_spec
 
 
 @dataclass(frozen=True)
@@ -141,16 +139,11 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
         trainer = build_trainer(model, tokenizer, lm, settings, output_dir, max_steps=steps,
                                 eval_strategy="no", eval_on_start=False, save_strategy="no",
                                 logging_steps=1, learning_rate=learning_rate)
-        trainable, total = count_parameters(model)
-        start = time.perf_counter()
-        with PeakRSS() as memory:
-            train_and_restore_fp32(trainer)
-        seconds = time.perf_counter() - start
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        cost = measured_train(trainer)
     model.eval()
-    run = KnowledgeRun(variant.name, variant.lora, variant.augmented, trainable, total, steps,
-                       steps * profile.train_batch_size * profile.block_size, seconds,
-                       memory.peak_mb, losses[-1], losses[0], len(texts))
+    run = KnowledgeRun(variant.name, variant.lora, variant.augmented, cost.trainable_params,
+                       cost.total_params, steps, steps * profile.train_batch_size * profile.block_size,
+                       cost.seconds, cost.peak_memory_mb, cost.losses[-1], cost.losses[0], len(texts))
     return model, tokenizer, run
 
 

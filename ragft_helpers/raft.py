@@ -17,7 +17,6 @@ import json
 import random
 import re
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,15 +27,14 @@ from ragft_helpers.checkpoints import keyed_dir, load_saved, text_fingerprint, w
 from ragft_helpers.config import DATA_DIR, KNOWLEDGE_DIR, QUESTIONS_FILE, Settings, get_settings, set_seed
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.injection import wrap_lora
-from ragft_helpers.lm import count_parameters, ensure_pad_token
-from ragft_helpers.machine import PeakRSS
+from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.qa import Question
 from ragft_helpers.rag import ABSTAIN_TEXT, build_prompt, has_chat_template
 from ragft_helpers.retrieval import DEFAULT_METHOD, RetrievedChunk, retrieve
 from ragft_helpers.retrieval_metrics import is_relevant
 from ragft_helpers.scoring import contains_answer, normalise
 from ragft_helpers.store import build_index, open_collection
-from ragft_helpers.training import train_and_restore_fp32, training_arguments, training_spec
+from ragft_helpers.training import measured_train, training_arguments, training_spec
 
 SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
@@ -276,16 +274,11 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
                           processing_class=tokenizer)
-        trainable, total = count_parameters(model)
-        start = time.perf_counter()
-        with PeakRSS() as memory:
-            train_and_restore_fp32(trainer)
-        seconds = time.perf_counter() - start
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        cost = measured_train(trainer)
     model.eval()
     run = RaftRun(name, lora, len(examples), sum(e.oracle for e in examples) / len(examples),
-                  trainable, total, profile.raft_max_steps, seconds, memory.peak_mb, losses[0],
-                  losses[-1])
+                  cost.trainable_params, cost.total_params, profile.raft_max_steps, cost.seconds,
+                  cost.peak_memory_mb, cost.losses[0], cost.losses[-1])
     return model, tokenizer, run
 
 

@@ -34,12 +34,12 @@ from ragft_helpers.assets import (SOURCE_HUB, AssetError, causal_lm_candidates, 
 from ragft_helpers.checkpoints import keyed_dir, text_fingerprint, write_settings
 from ragft_helpers.config import DATA_DIR, Settings, get_settings, set_seed
 from ragft_helpers.harness import bootstrap_ci
-from ragft_helpers.lm import count_parameters, ensure_pad_token
-from ragft_helpers.machine import PeakRSS, percentiles
+from ragft_helpers.lm import ensure_pad_token
+from ragft_helpers.machine import percentiles
 from ragft_helpers.rag import as_data, fit_question, has_chat_template
 from ragft_helpers.scoring import choose_option, encode_prefix
 from ragft_helpers.store import open_collection
-from ragft_helpers.training import train_and_restore_fp32, training_arguments
+from ragft_helpers.training import measured_train, training_arguments
 
 TICKETS_DIR = DATA_DIR / "tickets"
 COLLECTION = "tickets"  # the Chroma collection of labelled training messages
@@ -508,15 +508,10 @@ def train_classifier(kind_name: str, train: Sequence[Ticket], labels: Sequence[s
                                   optim=budget["optimizer"], weight_decay=0.01)
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
-        trainable, total = count_parameters(model)
-        start = time.perf_counter()
-        with PeakRSS() as memory:
-            train_and_restore_fp32(trainer)
-        seconds = time.perf_counter() - start
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        cost = measured_train(trainer)
     model.eval()
-    run = ClassifierRun(kind.name, labels, len(train), steps, seconds, memory.peak_mb,
-                        losses[0], losses[-1], trainable, total)
+    run = ClassifierRun(kind.name, labels, len(train), steps, cost.seconds, cost.peak_memory_mb,
+                        cost.losses[0], cost.losses[-1], cost.trainable_params, cost.total_params)
     return model, tokenizer, run
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
 from ragft_helpers.config import Settings
-from ragft_helpers.lm import ensure_pad_token
-from ragft_helpers.machine import cpu_has_native_bf16, cpu_threads, torch_device
+from ragft_helpers.lm import count_parameters, ensure_pad_token
+from ragft_helpers.machine import PeakRSS, cpu_has_native_bf16, cpu_threads, torch_device
 from ragft_helpers.wikitext import article_title
 
 STATE_FILE = "trainer_state.json"  # what Trainer writes into every checkpoint folder
@@ -201,6 +203,28 @@ def train_and_restore_fp32(trainer, **train_kwargs):
         return trainer.train(**train_kwargs)
     finally:
         extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What one ``trainer.train()`` cost and how its loss moved."""
+
+    trainable_params: int
+    total_params: int
+    seconds: float
+    peak_memory_mb: float
+    losses: list[float]  # every logged training loss, in order
+
+
+def measured_train(trainer) -> TrainingCost:
+    """:func:`train_and_restore_fp32` with its time, peak memory, parameter counts and losses."""
+    trainable, total = count_parameters(trainer.model)
+    start = time.perf_counter()
+    with PeakRSS() as memory:
+        train_and_restore_fp32(trainer)
+    seconds = time.perf_counter() - start
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainingCost(trainable, total, seconds, memory.peak_mb, losses)
 
 
 def _load_finished_weights(model, checkpoint: str) -> None:
