@@ -62,6 +62,18 @@ bench: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/ragft doctor
 
+# The run times and peak memory in README.md and docs/instructor-guide.md, recomputed from the
+# benchmark results in benchmarks/results/ (standard library only; tests/test_docs.py checks them).
+.PHONY: docs results-page
+docs:
+	$(PYTHON) docs/make_docs.py
+
+# docs/results-$(RESULTS_PROFILE).md from the results notebooks 08 and 07 saved in
+# RAGFT_CACHE_DIR/results; without them it prints the command that produces them.
+RESULTS_PROFILE ?= laptop
+results-page: $(STAMP)
+	$(BIN)/python docs/make_results_page.py --profile $(RESULTS_PROFILE)
+
 # One Chroma server (127.0.0.1:8000, index in RAGFT_CACHE_DIR/chroma-server) for processes that
 # share the index: set RAGFT_CHROMA_URL=http://127.0.0.1:8000 in each. Ctrl-C stops it.
 chroma: $(STAMP)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
+import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,12 @@ PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sentence-transfo
             "gguf", "chromadb", "bm25s", "jupyterlab", "ipywidgets", "matplotlib", "pandas", "nbval")
 
 BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SQLITE_MINIMUM = (3, 35, 0)  # chromadb refuses to import with an older SQLite
+MEMORY_ADVICE_GB = 4.0  # the benchmarks' target for any one notebook's peak memory
+KERNEL_NAME = "ragft"  # the Jupyter kernel `make setup` registers ("Python (ragft)")
+# The lock file of the embedded index (store.writer_lock_path, asserted equal by a test). Not
+# imported from store: importing it imports chromadb, which fails on the SQLite checked here.
+WRITER_LOCK = "chroma.ragft-writer.lock"
 
 
 @dataclass(frozen=True)
@@ -36,17 +45,117 @@ def _package_checks() -> list[Check]:
     return checks
 
 
-def _memory_gb() -> float:
-    import psutil
-
-    return psutil.virtual_memory().total / 2**30
-
-
 def _free_disk_gb(path: Path) -> float:
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     return shutil.disk_usage(existing).free / 2**30
+
+
+def sqlite_check(version_info: tuple[int, ...] | None = None) -> Check:
+    """Chroma's embedded index needs SQLite 3.35 or newer in the Python that runs it."""
+    version_info = tuple(version_info or sqlite3.sqlite_version_info)
+    ok = version_info >= SQLITE_MINIMUM
+    return Check("sqlite", ".".join(map(str, version_info)), ok, "" if ok else (
+        "Chroma needs SQLite >= 3.35 and refuses to start with this one. Use a Python built with a "
+        "newer SQLite (python.org or conda Python, or a newer Linux release): make clean, then "
+        "make lab PYTHON=/path/to/that/python3"))
+
+
+def torch_build_check(version: str, cuda: str | None, gpu_visible: bool) -> Check:
+    """A CUDA build of torch on a machine without a GPU works, but is several GB for nothing."""
+    if cuda is None:
+        return Check("torch build", f"{version}, CPU-only")
+    value = f"{version}, CUDA {cuda}" + ("" if gpu_visible else " (no GPU visible)")
+    return Check("torch build", value, True, "" if gpu_visible else (
+        "this CUDA build runs on the CPU but takes several GB; for the CPU-only build: make clean, "
+        "then make lab TORCH_PIP_ARGS=\"--index-url https://download.pytorch.org/whl/cpu\""))
+
+
+def memory_check(total_gb: float, available_gb: float) -> Check:
+    ok = available_gb >= MEMORY_ADVICE_GB
+    return Check("memory", f"{total_gb:.1f} GB, {available_gb:.1f} GB available now", True,
+                 "" if ok else "close programs and shut down kernels you no longer use (JupyterLab: "
+                 "Kernel > Shut Down Kernel); docs/instructor-guide.md lists each notebook's "
+                 "measured peak memory")
+
+
+def _describe_process(pid: int) -> str:
+    import psutil
+
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return f"process {pid}"
+    return f"a Jupyter kernel (pid {pid})" if "ipykernel" in command else f"pid {pid}: {command[:60]}"
+
+
+def index_check(settings: Settings) -> Check:
+    """Who holds the embedded index folder, or whether the RAGFT_CHROMA_URL server answers."""
+    if settings.chroma_url:
+        from ragft_helpers.server import heartbeat_status
+
+        url = settings.chroma_url if "://" in settings.chroma_url else f"http://{settings.chroma_url}"
+        if heartbeat_status(url, timeout=2.0) is None:
+            return Check("index", f"server {settings.chroma_url} (RAGFT_CHROMA_URL) does not answer",
+                         False, "start it with 'make chroma' (or 'ragft serve-index'), or unset "
+                                "RAGFT_CHROMA_URL to use the embedded index")
+        return Check("index", f"server {settings.chroma_url} (RAGFT_CHROMA_URL) answers")
+    lock = settings.cache_dir / WRITER_LOCK
+    try:
+        import fcntl
+    except ImportError:  # Windows: the helpers take no lock there
+        return Check("index", f"{settings.cache_dir / 'chroma'} (open by other processes not checked)")
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return Check("index", f"{settings.cache_dir / 'chroma'} (not open in any process)")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return Check("index", f"{settings.cache_dir / 'chroma'} (not open in any process)")
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:  # file systems without flock support
+        return Check("index", f"{settings.cache_dir / 'chroma'} (open by other processes not checked)")
+    finally:
+        os.close(fd)
+    if holder == str(os.getpid()):
+        return Check("index", f"{settings.cache_dir / 'chroma'} (open in this process)")
+    who = _describe_process(int(holder)) if holder.isdigit() else "another process"
+    return Check("index", f"{settings.cache_dir / 'chroma'} is open in {who}", True,
+                 "a second kernel or script that writes the index gets a ConcurrentWriterWarning "
+                 "and can corrupt it: stop that kernel or script if you are done with it (JupyterLab: "
+                 "Kernel > Shut Down Kernel), or share one server (make chroma, RAGFT_CHROMA_URL)")
+
+
+def kernel_check(executable: str | None = None, specs: dict[str, str] | None = None) -> Check:
+    """The Jupyter kernel "Python (ragft)" exists and runs this environment's Python."""
+    executable = executable or sys.executable
+    register = (f"register it: {executable} -m ipykernel install --sys-prefix --name {KERNEL_NAME} "
+                '--display-name "Python (ragft)"')
+    if specs is None:
+        try:
+            from jupyter_client.kernelspec import KernelSpecManager
+
+            specs = KernelSpecManager().find_kernel_specs()
+        except Exception:  # noqa: BLE001 - jupyter missing or misconfigured: say so, do not crash
+            specs = {}
+    folder = specs.get(KERNEL_NAME)
+    if folder is None:
+        return Check("jupyter kernel", "'Python (ragft)' is not registered", True, register)
+    try:
+        argv = json.loads((Path(folder) / "kernel.json").read_text(encoding="utf-8"))["argv"]
+        runs = argv[0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return Check("jupyter kernel", f"'Python (ragft)' in {folder} is unreadable", True, register)
+    # The same environment: the same bin folder (symlinks not followed, since every virtual
+    # environment's python links to the same system interpreter).
+    same = os.path.isabs(runs) and (os.path.dirname(os.path.abspath(runs))
+                                    == os.path.dirname(os.path.abspath(executable)))
+    return Check("jupyter kernel", f"'Python (ragft)' runs {runs}", True,
+                 "" if same else f"this is not the Python running these checks ({executable}); "
+                 + register)
 
 
 def _asset_checks(settings: Settings) -> list[Check]:
@@ -79,13 +188,20 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         settings = settings or get_settings()
     except ConfigError as err:
         return [Check("settings", "invalid", False, str(err))]
+    import psutil
+    import torch
+
     status = hub.status()
+    memory = psutil.virtual_memory()
     checks = [
-        Check("python", platform.python_version()),
+        Check("python", f"{platform.python_version()} ({sys.executable})"),
+        kernel_check(),
         *_package_checks(),
+        sqlite_check(),
+        torch_build_check(torch.__version__, torch.version.cuda, torch.cuda.is_available()),
         Check("device", device_description()),
         Check("cpu cores", str(os.cpu_count())),
-        Check("memory", f"{_memory_gb():.1f} GB"),
+        memory_check(memory.total / 2**30, memory.available / 2**30),
         Check("profile", f"{settings.profile.name}: {settings.profile.description}"),
         Check("seed", str(settings.seed)),
         Check("hugging face hub", "reachable" if status.reachable else f"offline — {status.reason}"),
@@ -98,6 +214,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
                             "" if ok else "free 2 GB there or set RAGFT_CACHE_DIR elsewhere"))
     except ConfigError as err:
         checks.append(Check("cache folder", str(settings.cache_dir), False, str(err)))
+    checks.append(index_check(settings))
     checks.extend(_asset_checks(settings))
     measured = BENCHMARK_RESULTS / f"notebooks-{settings.profile.name}.md"
     checks.append(Check("expected runtime", f"per notebook on a 2-core CPU: {measured}"

@@ -43,12 +43,33 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def _readme_and_linked_docs() -> str:
+    """README.md and every docs/*.md page it links to."""
+    readme = (ROOT / "README.md").read_text()
+    linked = sorted(set(re.findall(r"\]\((docs/[\w.-]+\.md)", readme)))
+    assert linked, "the README links no page in docs/"
+    return "\n".join([readme, *((ROOT / page).read_text() for page in linked)])
+
+
 def test_every_environment_variable_is_documented():
     code = "\n".join(p.read_text() for p in (ROOT / "ragft_helpers").glob("*.py"))
     variables = set(re.findall(r"RAGFT_[A-Z_]+", code))
-    readme = (ROOT / "README.md").read_text()
+    documented = _readme_and_linked_docs()
     assert variables, "no RAGFT_* variables found: the pattern is wrong"
-    assert not [v for v in variables if v not in readme]
+    missing = sorted(v for v in variables if v not in documented)
+    assert not missing, f"{missing}: add them to 'Environment variables' in docs/operations.md"
+
+
+def test_every_command_and_profile_is_documented():
+    from ragft_helpers.config import PROFILES
+
+    documented = _readme_and_linked_docs()
+    targets = re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M)
+    assert not [t for t in targets if f"make {t}" not in documented]
+    cli = (ROOT / "ragft_helpers" / "cli.py").read_text()
+    commands = re.findall(r'add_parser\(\s*"([a-z-]+)"', cli)
+    assert commands and not [c for c in commands if f"ragft {c}" not in documented]
+    assert not [p for p in PROFILES if f"`{p}`" not in documented]
 
 
 def test_no_remote_code_is_trusted():

@@ -1,0 +1,295 @@
+"""Build the "expected results" page of a profile from the results files of a real run.
+
+    python docs/make_results_page.py                    # laptop: docs/results-laptop.md
+    python docs/make_results_page.py --profile smoke --out /tmp/results-smoke.md
+
+Reads what the notebooks saved with ``ragft_helpers.results.save_results``:
+``RAGFT_CACHE_DIR/results/showdown-<profile>.json`` (notebook 08, required) and
+``tasks-<profile>.json`` (notebook 07, optional). Nothing on the page is typed: the date, the
+versions, the models and every table come from those files, and the course's expectations are
+recomputed from the saved numbers with ``ragft_helpers.claims.expectations``. Without a showdown
+file the script writes nothing and prints the command that produces one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOWDOWN = "showdown"
+TASKS = "tasks"
+SHOWDOWN_NOTEBOOK = "notebooks/08_rag_vs_finetuning_showdown.ipynb"
+TASKS_NOTEBOOK = "notebooks/07_task_finetuning_vs_retrieval.ipynb"
+ACCURACY_METRICS = ("mc", "free", "abstention", "hallucination")
+
+
+def how_to_produce(profile: str, path: Path) -> str:
+    return (f"No results at {path}. A run of the showdown at the `{profile}` profile writes it:\n"
+            f"  RAGFT_PROFILE={profile} make run        (every notebook, into outputs/)\n"
+            f"or only the showdown (it trains notebook 05's models if they are missing):\n"
+            f"  RAGFT_PROFILE={profile} .venv/bin/jupyter nbconvert --to notebook --execute "
+            f"--output-dir outputs {SHOWDOWN_NOTEBOOK}\n"
+            f"Then: make results-page RESULTS_PROFILE={profile} (with the same RAGFT_CACHE_DIR).")
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value, digits: int = 2) -> str:
+    if _missing(value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def interval(record: dict, key: str = "value", low: str = "low", high: str = "high") -> str:
+    if _missing(record.get(key)):
+        return "—"
+    text = f"{record[key]:.2f}"
+    if not (_missing(record.get(low)) or _missing(record.get(high))):
+        text += f" [{record[low]:.2f}, {record[high]:.2f}]"
+    return text + (f" (n={record['n']})" if "n" in record else "")
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def pivot(records: list[dict], metrics: list[str], systems: list[str]) -> list[list[str]]:
+    """One row per system, one interval cell per metric."""
+    cells = {(r["system"], r["metric"]): r for r in records}
+    return [[system, *(interval(cells[(system, m)]) if (system, m) in cells else "—"
+                       for m in metrics)] for system in systems]
+
+
+def _systems(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["system"] for r in records))
+
+
+# ---- sections --------------------------------------------------------------------------------
+
+def run_section(document: dict, path: Path, label: str) -> list[str]:
+    settings = document.get("settings", {})
+    profile = document.get("profile", {})
+    machine = document.get("machine")
+    if isinstance(machine, dict):
+        machine_text = ", ".join(f"{k}: {num(v)}" for k, v in machine.items())
+    elif machine:
+        machine_text = num(machine)
+    else:
+        machine_text = ("not recorded in the results file (it records the package versions and "
+                        "the models, not the hardware)")
+    versions = ", ".join(f"{k} {v}" for k, v in document.get("versions", {}).items())
+    rows = [["saved", num(document.get("saved_at", "not recorded"))],
+            ["file", f"`{path.name}`"],
+            ["profile", f"`{settings.get('profile', profile.get('name', '?'))}` — "
+                        f"{num(profile.get('description', ''))}"],
+            ["seed", num(settings.get("seed", "?"))],
+            ["model setting (`RAGFT_MODEL`)", num(settings.get("model") or "unset")],
+            ["machine", machine_text],
+            ["package versions", versions or "not recorded"]]
+    for item in document.get("provenance", []):
+        note = f" — {item['note']}" if item.get("note") else ""
+        rows.append([f"{item.get('kind', 'model')}: {item.get('name', '?')}",
+                     num(f"{item.get('source', '?')}{note}")])
+    return [f"### {label}", "", *table(["", ""], rows)]
+
+
+def _summaries(document: dict) -> dict[str, dict]:
+    summaries: dict[str, dict] = {}
+    for record in document.get("accuracy", []) + document.get("accuracy_by_type", []):
+        summaries.setdefault(record["system"], {})[record["metric"]] = record
+    return summaries
+
+
+def expectations_section(document: dict) -> list[str]:
+    """The course's expectations, recomputed from the saved numbers by claims.expectations."""
+    try:
+        import pandas as pd
+
+        from ragft_helpers import claims
+
+        perplexities = pd.DataFrame(document["perplexities"]).set_index("model")
+        expected = claims.expectations(_summaries(document), perplexities)
+    except (ImportError, KeyError, TypeError, ValueError) as err:
+        return ["### What the course expects", "",
+                f"Not computed from this file ({type(err).__name__}: {err}).", ""]
+    rows = [[row.expectation, row.measured, "holds" if row.holds else "**does not hold**"]
+            for row in expected.itertuples()]
+    return ["### What the course expects", "",
+            "Recomputed from the saved accuracies and perplexities by "
+            "`ragft_helpers.claims.expectations`, as notebook 08 does.", "",
+            *table(["expectation", "measured", "in this run"], rows)]
+
+
+def showdown_section(document: dict) -> list[str]:
+    lines = ["## Notebook 08: RAG versus fine-tuning", ""]
+    accuracy = document.get("accuracy", [])
+    systems = _systems(accuracy)
+    if accuracy:
+        lines += ["### Accuracy, with 95% bootstrap intervals", "",
+                  "Multiple choice (`mc`) on every answerable question of the sample; free-form "
+                  "answers, abstention and hallucination on the free-form subset.", "",
+                  *table(["system", *ACCURACY_METRICS],
+                         pivot(accuracy, list(ACCURACY_METRICS), systems))]
+    by_type = document.get("accuracy_by_type", [])
+    if by_type:
+        metrics = list(dict.fromkeys(r["metric"] for r in by_type))
+        lines += ["### Multiple-choice accuracy by question type", "",
+                  *table(["system", *(m.removeprefix("mc_") for m in metrics)],
+                         pivot(by_type, metrics, _systems(by_type)))]
+    costs = document.get("costs", [])
+    if costs:
+        columns = [c for c in costs[0] if c != "system"]
+        lines += ["### Cost", "", *table(["system", *columns],
+                                         [[r["system"], *(num(r.get(c), 1 if "latency" not in c else 2)
+                                                          for c in columns)] for r in costs])]
+    perplexities = document.get("perplexities", [])
+    if perplexities:
+        columns = [c for c in perplexities[0] if c != "model"]
+        lines += ["### Perplexity: forgetting (WikiText) and fit (knowledge-base text)", "",
+                  *table(["model", *columns],
+                         [[r["model"], *(num(r.get(c), 1) for c in columns)] for r in perplexities])]
+    freshness = document.get("freshness", [])
+    if freshness:
+        lines += ["### Freshness: the updated questions", "",
+                  *table(["system", "multiple-choice accuracy", "seconds to adapt"],
+                         [[r["system"], interval(r), num(r.get("seconds to adapt"), 1)]
+                          for r in freshness])]
+    variants = document.get("variants", [])
+    if variants:
+        lines += ["### The fine-tuned variants", "",
+                  *table(["variant", "LoRA", "paraphrases", "steps", "tokens seen", "training s",
+                          "peak MB", "loss first → last"],
+                         [[v["name"], num(v.get("lora")), num(v.get("augmented")), num(v.get("steps")),
+                           num(v.get("tokens_seen")), num(v.get("train_seconds"), 0),
+                           num(v.get("peak_memory_mb"), 0),
+                           f"{num(v.get('first_loss'))} → {num(v.get('final_loss'))}"]
+                          for v in variants])]
+    lines += expectations_section(document)
+    claims = document.get("claims", [])
+    if claims:
+        lines += ["### The claims, with computed verdicts", "",
+                  "Saved by notebook 08; each verdict is computed by `ragft_helpers.claims` from "
+                  "the evidence (overlapping 95% intervals give \"inconclusive at this scale\").", "",
+                  *table(["claim", "evidence", "verdict"],
+                         [[num(c["claim"]), num(c["evidence"]), f"**{c['verdict']}**"]
+                          for c in claims])]
+    return lines
+
+
+def tasks_section(document: dict) -> list[str]:
+    lines = ["## Notebook 07: sorting customer messages (task fine-tuning vs retrieval)", ""]
+    rows = document.get("table", [])
+    if rows:
+        lines += ["### Every system on the test messages", "",
+                  *table(["system", "macro-F1 [95% CI]", "accuracy [95% CI]",
+                          "ms per message", "training s", "index s"],
+                         [[r["system"],
+                           interval(r, "macro_f1", "macro_f1_low", "macro_f1_high"),
+                           interval(r, "accuracy", "accuracy_low", "accuracy_high"),
+                           num(r.get("ms_per_message"), 0), num(r.get("train s"), 0),
+                           num(r.get("index s"), 1)] for r in rows])]
+    curve = document.get("curve", [])
+    if curve:
+        systems = list(dict.fromkeys(r["system"] for r in curve))
+        sizes = list(dict.fromkeys(r["per_label"] for r in curve))
+        cells = {(r["per_label"], r["system"]): r for r in curve}
+        lines += ["### Learning curve (macro-F1; training messages per intent)", "",
+                  *table(["per intent", *systems],
+                         [[num(size), *(num(cells[(size, s)]["macro_f1"], 3) if (size, s) in cells
+                                        else "—" for s in systems)] for size in sizes])]
+    crossover = document.get("crossover")
+    if crossover:
+        lines += ["Where fine-tuning overtakes retrieval on the learning curve, as notebook 07 "
+                  "computed it: " + ", ".join(f"{k} {num(v, 3)}" for k, v in crossover.items()) + ".",
+                  ""]
+    new_intent = document.get("new_intent", [])
+    if new_intent:
+        columns = [c for c in new_intent[0] if c != "system"]
+        lines += ["### A new intent", "", *table(["system", *columns],
+                                                  [[r["system"], *(num(r.get(c)) for c in columns)]
+                                                   for r in new_intent])]
+    runs = document.get("runs", {})
+    if runs:
+        lines += ["### The trained classifiers", "",
+                  *table(["classifier", "training messages", "steps", "training s", "peak MB",
+                          "loss first → last"],
+                         [[kind, num(r.get("training_messages")), num(r.get("steps")),
+                           num(r.get("train_seconds"), 0), num(r.get("peak_memory_mb"), 0),
+                           f"{num(r.get('first_loss'))} → {num(r.get('final_loss'))}"]
+                          for kind, r in runs.items()])]
+    if not _missing(document.get("peak_memory_mb")):
+        lines += [f"Peak memory the notebook measured (`peak_memory_mb`): "
+                  f"{num(document['peak_memory_mb'], 0)} MB.", ""]
+    return lines
+
+
+def build_page(profile: str, showdown: dict, showdown_path: Path,
+               tasks: dict | None = None, tasks_path: Path | None = None) -> str:
+    sources = (f"`{showdown_path.name}` (notebook 08)"
+               + (f" and `{tasks_path.name}` (notebook 07)" if tasks is not None else ""))
+    lines = [f"# Expected results at the `{profile}` profile", "",
+             f"Generated by `docs/make_results_page.py` from {sources}, the results the notebooks "
+             f"saved when they ran (regenerate with `make results-page RESULTS_PROFILE={profile}`). "
+             "They are one run's numbers on one machine: yours will differ within the intervals, "
+             "and more where the machine differs.", "",
+             "## The run", "", *run_section(showdown, showdown_path, "Notebook 08")]
+    if tasks is not None:
+        lines += run_section(tasks, tasks_path, "Notebook 07")
+    lines += showdown_section(showdown)
+    if tasks is not None:
+        lines += tasks_section(tasks)
+    else:
+        lines += ["## Notebook 07", "",
+                  f"No `{TASKS}-{profile}.json` beside the showdown's file: run "
+                  f"`{TASKS_NOTEBOOK}` at this profile with the same `RAGFT_CACHE_DIR` and "
+                  "regenerate this page.", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def default_results_dir(profile: str) -> Path:
+    from ragft_helpers import results
+    from ragft_helpers.config import get_profile, get_settings
+
+    settings = replace(get_settings(), profile=get_profile(profile))
+    return results.results_path(settings).parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="laptop")
+    parser.add_argument("--results-dir", type=Path,
+                        help="where the results files are (default: RAGFT_CACHE_DIR/results)")
+    parser.add_argument("--out", type=Path, help="default: docs/results-<profile>.md")
+    args = parser.parse_args(argv)
+    folder = args.results_dir or default_results_dir(args.profile)
+    showdown_path = folder / f"{SHOWDOWN}-{args.profile}.json"
+    if not showdown_path.is_file():
+        print(how_to_produce(args.profile, showdown_path), file=sys.stderr)
+        return 1
+    showdown = json.loads(showdown_path.read_text(encoding="utf-8"))
+    tasks_path = folder / f"{TASKS}-{args.profile}.json"
+    tasks = json.loads(tasks_path.read_text(encoding="utf-8")) if tasks_path.is_file() else None
+    out = args.out or ROOT / "docs" / f"results-{args.profile}.md"
+    out.write_text(build_page(args.profile, showdown, showdown_path, tasks, tasks_path),
+                   encoding="utf-8")
+    print(f"wrote {out} from {showdown_path}" + (f" and {tasks_path}" if tasks is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
