@@ -65,9 +65,16 @@ pd.DataFrame([
      "location": embedding.location, "parameters (M)": None, "load time (s)": None},
 ])
 
+# %% [markdown]
+# A model file can load without error and still be useless — random or damaged weights produce
+# text too, just nonsense. So the check below *measures* the model: its **perplexity** on a plain
+# English sentence, roughly "how many tokens was it hesitating between at each step" (notebook 01
+# explains it properly). A model guessing blindly hesitates between its whole vocabulary, tens of
+# thousands of tokens; a trained one between a few dozen or hundred.
+
 # %%
-# Checkpoint: the model really is a language model — it continues a sentence with new tokens.
 import torch
+from ragft_helpers import lm
 
 tokenizer = language_model.tokenizer
 inputs = tokenizer("The ferry leaves the harbour at", return_tensors="pt")
@@ -75,8 +82,15 @@ with torch.no_grad():
     output = language_model.model.generate(**inputs, max_new_tokens=8, do_sample=False,
                                            pad_token_id=tokenizer.eos_token_id)
 continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-print(repr(continuation))
-assert output.shape[1] > inputs["input_ids"].shape[1]
+print("continuation:", repr(continuation))
+sentence = "The ferry leaves the harbour at seven every morning and returns in the evening."
+sentence_ppl = lm.perplexity(language_model.model, tokenizer, sentence, max_length=64,
+                             progress=False).perplexity
+print(f"perplexity on a plain sentence: {sentence_ppl:.0f}; a blind guess: {len(tokenizer):,}")
+# Checkpoints: the weights are a trained language model (far better than a blind guess), and
+# they are plain weights that can be fine-tuned (not a quantized copy).
+assert continuation.strip(), "the model generated nothing"
+assert sentence_ppl < len(tokenizer) / 100, "the weights look untrained or damaged"
 assert getattr(language_model.model, "hf_quantizer", None) is None, "the model must be trainable"
 
 # %% [markdown]
@@ -131,10 +145,26 @@ slider.value = 0.7
 # - Profiles trade runtime for budget; the code path is the same for all of them.
 #
 # ## Exercises
-# 1. Run `ragft doctor` in a terminal. Which line would change on a machine with a GPU?
-# 2. Set `RAGFT_PROFILE=turbo` and import `ragft_helpers.config.get_settings()`. What does the
-#    error tell you to do?
-# 3. Point `HF_ENDPOINT` at `http://127.0.0.1:9` and restart the kernel. How long does the import
-#    of `ragft_helpers` take, and what does the provenance line say?
-# 4. Which profile budget would you raise first to make fine-tuning results more reliable, and
-#    what would it cost in runtime?
+# 1. Run `ragft doctor` in a terminal. It prints the report of step 2 and exits with status 0 when
+#    every check passes. Which rows would change on a machine with a GPU? (Expect the `torch
+#    build` and `device` rows to name CUDA instead of the CPU.)
+# 2. In a new cell, run `get_settings({"RAGFT_PROFILE": "turbo"})`. Expect a `ConfigError` that
+#    names the three profiles you can use instead.
+# 3. Restart the kernel, run `%env HF_ENDPOINT=http://127.0.0.1:9` in a cell *before* step 1,
+#    then run step 1 and time it. Expect the hub line to say `http://127.0.0.1:9 unreachable`
+#    within a fraction of a second (nothing listens on port 9), and the models to come from the
+#    same place as before: a cached or bundled copy needs no hub. Remove the line and restart the
+#    kernel afterwards.
+# 4. Compare the `smoke` and `laptop` columns of the profile table. Which budget would you raise
+#    first to make fine-tuning results more reliable, and what would it cost in runtime?
+#
+# ## Questionnaire
+# 1. In what order does the workbook look for a language model, and where does the copy it used
+#    on this machine come from?
+# 2. Why does importing `ragft_helpers` probe the hub *before* any Hugging Face library is
+#    imported?
+# 3. What does a profile change, and what does it never change?
+# 4. A model can load without an error and still be broken. What did step 3 measure to rule that
+#    out, and what value would a blind guess give?
+# 5. The bundled model ships as a quantized GGUF file. Why does the workbook convert it into a
+#    plain checkpoint, and which checkpoint of step 3 would fail without that conversion?
