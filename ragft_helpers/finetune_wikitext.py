@@ -47,20 +47,22 @@ def default_run_dir(settings: Settings, model: Provenance, dataset: Provenance) 
 
 
 def finetune_on_wikitext(settings: Settings | None = None, output_dir: str | os.PathLike | None = None,
-                         *, resume: bool = True, max_steps: int | None = None) -> FinetuneRun:
+                         *, resume: bool = True, max_steps: int | None = None,
+                         verbose: bool = True) -> FinetuneRun:
     """Load the model and WikiText, tokenize into blocks, train with ``Trainer``, return it all.
 
     Checkpoints go to ``output_dir`` (default :func:`default_run_dir`, keyed by the settings);
     with ``resume`` a rerun continues from the last one, or just reloads it when training had
-    finished. ``max_steps`` replaces the profile's ``train_max_steps``.
+    finished. ``max_steps`` replaces the profile's ``train_max_steps``. ``verbose=False`` prints no
+    provenance lines (for a caller that printed them already).
     """
     settings = settings or get_settings()
     if max_steps is not None:
         settings = settings.with_budgets(train_max_steps=max_steps)
     start = time.perf_counter()
     set_seed(settings.seed)
-    resolved = load_causal_lm(settings)
-    wikitext, dataset_provenance = load_wikitext(settings)
+    resolved = load_causal_lm(settings, verbose=verbose)
+    wikitext, dataset_provenance = load_wikitext(settings, verbose=verbose)
     tokenizer = ensure_pad_token(resolved.tokenizer)
     lm_datasets = tokenize_and_group(wikitext, tokenizer, settings.profile.block_size)
     if output_dir is None:

@@ -84,27 +84,36 @@ block_table
 # %%
 first_block = lm_datasets["train"][0]
 print(corpus.undo_escapes(tokenizer.decode(first_block["input_ids"]))[:600])
-# Checkpoint: every block is full length and its labels are its inputs.
+titles = {split: {corpus.article_title(line) for line in wikitext[split]["text"]} - {None}
+          for split in ("train", "validation")}
+print(f"{len(titles['train'])} training articles, {len(titles['validation'])} held-out articles")
+# Checkpoints: every block is full length and its labels are its inputs; the validation text is
+# held out — no validation article is also in the training split.
 assert all(len(ids) == settings.profile.block_size for ids in lm_datasets["train"][:20]["input_ids"])
 assert first_block["labels"] == first_block["input_ids"]
+assert titles["validation"] and not titles["validation"] & titles["train"]
 
 # %% [markdown]
 # ## Step 3 — A run on a small slice first
-# Before spending minutes, train a fresh copy for a handful of steps on a few blocks. If this
-# fails, it fails in seconds.
+# Before spending minutes, train a fresh copy for two steps on a few blocks. Two steps of
+# `train_batch_size` blocks see every block of the slice once, so the loss *on those blocks* must
+# fall — if the data, the labels or the optimiser are broken, this fails in seconds.
 
 # %%
 from datasets import DatasetDict
 
 slice_model = assets.load_causal_lm(settings, verbose=False).model
-tiny_slice = DatasetDict(train=lm_datasets["train"].select(range(8)),
-                         validation=lm_datasets["validation"].select(range(2)))
+slice_blocks = lm_datasets["train"].select(range(2 * settings.profile.train_batch_size))
+tiny_slice = DatasetDict(train=slice_blocks, validation=slice_blocks)  # measured on what it trains on
 slice_trainer = training.build_trainer(slice_model, tokenizer, tiny_slice, settings,
                                        tempfile.mkdtemp(prefix="ragft-slice-"), max_steps=2,
-                                       eval_steps=2, save_strategy="no", eval_on_start=False)
+                                       eval_strategy="no", eval_on_start=False, save_strategy="no")
+loss_before = slice_trainer.evaluate()["eval_loss"]
 slice_output = slice_trainer.train()
-print(f"slice run: {slice_output.global_step} steps, loss {slice_output.training_loss:.3f}")
-assert slice_output.global_step == 2 and slice_output.training_loss < 20
+loss_after = slice_trainer.evaluate()["eval_loss"]
+print(f"slice run: {slice_output.global_step} steps; loss on the slice {loss_before:.3f} → {loss_after:.3f}")
+# Checkpoint: two steps ran, and they lowered the loss on the blocks they trained on.
+assert slice_output.global_step == 2 and loss_after < loss_before
 del slice_model, slice_trainer
 gc.collect()
 
@@ -151,7 +160,7 @@ gc.collect()
 # re-run of this notebook resumes from the last one instead of starting over.
 
 # %%
-run = finetune_wikitext.finetune_on_wikitext(settings)
+run = finetune_wikitext.finetune_on_wikitext(settings, verbose=False)  # lines printed above
 timings["fine-tune (incl. evaluations)"] = run.seconds
 history = run.history
 viz.plot_loss_curve(history).set_title(f"Fine-tuning {base_name} on WikiText")
@@ -164,6 +173,31 @@ print(f"validation loss {evals['eval_loss'].iloc[0]:.3f} → {evals['eval_loss']
 # Checkpoint: the validation loss went down during training.
 assert run.train_output.global_step == settings.profile.train_max_steps
 assert evals["eval_loss"].iloc[-1] < evals["eval_loss"].iloc[0]
+assert run.provenance[1] == wikitext_provenance  # trained on the WikiText loaded above
+
+# %% [markdown]
+# **Re-running is safe.** The same call again finds the finished run in its folder and loads the
+# last checkpoint instead of training: nothing in the folder is written. (The first time you run
+# this notebook, step 5 trains and this cell reloads; every later time, both reload.)
+
+# %%
+from pathlib import Path
+
+
+def checkpoint_files(folder):
+    """Every file of every checkpoint in ``folder``, with the time it was last written."""
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns
+            for path in Path(folder).glob("checkpoint-*/*")}
+
+
+written = checkpoint_files(run.trainer.args.output_dir)
+again = finetune_wikitext.finetune_on_wikitext(settings, verbose=False)
+# Checkpoint: the same folder, the finished step count, and not one checkpoint file rewritten.
+assert again.trainer.args.output_dir == run.trainer.args.output_dir
+assert again.train_output.global_step == settings.profile.train_max_steps
+assert written and checkpoint_files(again.trainer.args.output_dir) == written
+del again
+gc.collect()
 
 # %% [markdown]
 # ## Step 6 — Perplexity after fine-tuning
@@ -184,8 +218,7 @@ perplexities
 change = 1 - ppl_after.perplexity / ppl_before.perplexity
 print(f"fine-tuning lowered validation perplexity by {change:.1%} "
       f"({ppl_before.perplexity:.2f} → {ppl_after.perplexity:.2f})")
-# Checkpoint: perplexity on held-out text must drop, measured on the same tokens.
-assert ppl_after.n_tokens == ppl_before.n_tokens
+# Checkpoint: perplexity on held-out text must drop.
 assert ppl_after.perplexity < ppl_before.perplexity
 
 # %% [markdown]
@@ -246,14 +279,32 @@ runtime
 #   the other route: retrieval.
 #
 # ## Exercises
-# 1. Double `RAGFT_PROFILE`'s step budget (try `finetune_on_wikitext(settings, max_steps=...)`).
-#    Does validation perplexity keep falling? Where would you expect over-fitting to start?
+# 1. Double the step budget:
+#    `longer = finetune_wikitext.finetune_on_wikitext(settings, max_steps=2 * settings.profile.train_max_steps)`
+#    trains anew in its own run folder, then
+#    `lm.validation_perplexity(longer.model, tokenizer, wikitext, settings)`. Does validation
+#    perplexity keep falling? At these small budgets expect it to; over-fitting would show as a
+#    validation loss that rises while the training loss keeps falling (`longer.history`).
 # 2. Change the learning rate to `5e-4`:
 #    `finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4))`. It trains
-#    anew in its own run folder (folders are keyed by the training settings). What happens to the
-#    loss curve?
-# 3. Re-run step 5. Why does it finish at once, and where are the checkpoints?
+#    anew in its own run folder (folders are keyed by the training settings). Compare its loss
+#    curve with step 5's: expect a faster first drop and a noisier curve.
+# 3. Open the run folder, `run.trainer.args.output_dir`. What does its `settings.json` record,
+#    and which checkpoints are kept? (Expect the last two, `save_total_limit=2`.)
 # 4. The perplexity in step 6 uses the base model's tokenizer. Why must before and after be
 #    measured on exactly the same tokens?
-# 5. Prompt both models with a question about a ferry company that does not exist. Does
-#    fine-tuning on WikiText help? What would?
+# 5. Prompt the fine-tuned model about a ferry company that does not exist:
+#    `lm.generate(run.model, tokenizer, [" Quennick Sound Ferries sails from"], max_new_tokens=30)`,
+#    then the base model (freed in step 4; reload it with
+#    `assets.load_causal_lm(settings, verbose=False).model`). Expect fluent, invented details from
+#    both. Does fine-tuning on WikiText help? What would?
+#
+# ## Questionnaire
+# 1. Name the three ways the tutorial snippet fails with today's libraries, and the fix for each.
+# 2. Why does grouping the text into full blocks waste no compute, where `padding="max_length"`
+#    wasted most of it?
+# 3. What does a causal LM learn from `labels = input_ids`, and who shifts the labels by one?
+# 4. Why train on a tiny slice first, and what did step 3 check to show the training loop works?
+# 5. What must hold for "perplexity before vs after" to be a fair comparison?
+# 6. A re-run of step 5 trains nothing. How does the workbook know the run is finished, and what
+#    changes when you change the learning rate?
