@@ -64,6 +64,33 @@ assert max(lengths) <= 200
 assert [c.id for c in corpus.chunk_documents(documents, max_tokens=200, overlap=40)] == [c.id for c in chunks]
 
 # %% [markdown]
+# **Build it, then use it.** Every section of the Tern Card article fits the 200-word budget, so
+# here chunking is: cut at the headings, keep the path of headings above each section, drop
+# empty sections, and prefix each body with its heading path. The id is a hash of where the text
+# comes from and the text itself. Written out by hand, it must give the package's chunks, ids
+# included. (The package's extra work — cutting a long section at sentence boundaries, with
+# overlap — shows in step 7, where chunks of 60 words cut the longer sections.)
+
+# %%
+import hashlib
+import re
+
+headings = list(re.finditer(r"^(#{1,6}) (.+)\n", example.text, flags=re.M))
+stack, by_hand = [], []
+for heading, following in zip(headings, headings[1:] + [None]):
+    level = len(heading.group(1))
+    stack = [(depth, title) for depth, title in stack if depth < level] + [(level, heading.group(2))]
+    path = " > ".join(title for _, title in stack)
+    body = example.text[heading.end():following.start() if following else None].strip()
+    if body:  # a heading followed straight by a sub-heading has no text of its own
+        text = f"{path}\n{body}"
+        key = "\x1f".join([example.folder, example.source, path, text, "0"])
+        by_hand.append((hashlib.sha256(key.encode()).hexdigest()[:16], text))
+print(f"{len(by_hand)} chunks by hand, e.g. {by_hand[2][1][:60]!r}")
+# Checkpoint: the same chunks, in the same order, with the same ids as the package's.
+assert by_hand == [(c.id, c.text) for c in example_chunks]
+
+# %% [markdown]
 # ## Step 2 — Build the persistent index, then reopen it
 # The index lives in the cache folder (`RAGFT_CACHE_DIR/chroma`), or on a Chroma server when
 # `RAGFT_CHROMA_URL` is set. The embedding function is always the resolved all-MiniLM-L6-v2,
@@ -113,6 +140,27 @@ for question in examples:
         rows.append({"question": question, "rank": rank, "score": round(hit.score, 3),
                      "source": hit.label, "text": hit.body[:90]})
 pd.DataFrame(rows)
+
+# %% [markdown]
+# **Build it, then use it.** Dense retrieval is a nearest-neighbour search: the cosine similarity
+# of the question's embedding with every stored chunk embedding, best first. Chroma answers it
+# with an HNSW graph (fast, approximate); numpy can answer it exactly with one matrix product.
+
+# %%
+import numpy as np
+
+stored = collection.get(include=["embeddings"])
+vectors = np.asarray(stored["embeddings"])
+for question in examples:
+    query = np.asarray(store.embed_query(question))
+    cosine = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    best = np.argsort(-cosine)[:3]
+    hits = retrieval.retrieve(question, k=3, collection=collection, method="dense")
+    print(f"{question!r}: numpy {np.round(cosine[best], 3).tolist()}, "
+          f"Chroma {[round(hit.score, 3) for hit in hits]}")
+    # Checkpoint: numpy and Chroma agree on the top 3 chunks and their similarities.
+    assert [stored["ids"][i] for i in best] == [hit.id for hit in hits]
+    assert np.allclose(cosine[best], [hit.score for hit in hits], atol=1e-4)
 
 # %% [markdown]
 # ## Step 4 — Retrieval quality on the question set
@@ -210,9 +258,14 @@ ax = sweep.plot(x="chunk size (words)", y=["hit@1", "hit@3", "hit@5"], marker="o
 ax.set_ylabel("share of questions")
 best = sweep.loc[sweep["hit@5"].idxmax(), "chunk size (words)"]
 print(f"best hit@5 at {best} words per chunk on this question sample")
-# Checkpoint: every size retrieves far better than chance; sizes change the number of chunks.
+# Checkpoints: every size retrieves far better than chance; the smallest size cuts sections
+# that the largest keeps whole.
 assert (sweep["hit@5"] > 0.3).all()
-assert sweep["chunks"].is_monotonic_decreasing
+assert sweep["chunks"].iloc[0] > sweep["chunks"].iloc[-1]
+
+# %% [markdown]
+# Every section of this knowledge base is shorter than 200 words, so from 200 words up each
+# section is one chunk and the rows agree: the chunk size only matters once it cuts sections.
 
 # %% [markdown]
 # ## Summary
@@ -227,12 +280,33 @@ assert sweep["chunks"].is_monotonic_decreasing
 #   fusing them is the default here — the comparison table is this run's evidence.
 #
 # ## Exercises
-# 1. Which question type has the lowest hit@1? Read two of its misses: why is retrieval hard there?
-# 2. Edit one article in a copy of `data/knowledge` and index the copy twice. How many chunks
-#    does the second run re-embed?
-# 3. Add `overlap=0` to the sweep. Does overlap matter on this knowledge base?
+# 1. Which question type has the lowest hit@1 in step 4? List its misses with
+#    `ranks[(ranks["type"] == "multi-hop") & (ranks["rank"] != 1)]` (use the type you found) and
+#    read what `retrieval.retrieve(text, k=3, collection=collection, method="dense")` returns for
+#    two of them. Why is retrieval hard there?
+# 2. Copy `data/knowledge` to a temporary folder
+#    (`shutil.copytree(config.KNOWLEDGE_DIR, Path(tempfile.mkdtemp()) / "knowledge")`), index the
+#    copy into a scratch collection (`scratch = store.open_collection(settings, name="scratch")`,
+#    then `store.index_folder(copy, scratch)`), change one sentence of one article, and index
+#    again. Expect the second report to show 1 updated and 1 removed chunk: only the edited
+#    section is embedded again.
+# 3. Run the sweep without overlap: `retrieval_metrics.chunk_size_sweep(documents, answerable,
+#    sizes=settings.profile.sweep_chunk_sizes, overlap=0)`. Expect a change only at sizes that cut
+#    sections (60 words here): at 200 words and above every section is one chunk, so overlap never
+#    applies. Does overlap matter on this knowledge base?
 # 4. Index your own folder of notes (Markdown, `.txt` or `.rst`): `ragft index PATH --collection
 #    mine` in a terminal, then `ragft ask "your question" --collection mine`. Which retrieval
 #    method (`--retrieval dense|bm25|hybrid`) finds your answers best?
-# 5. Read the typo variants the hybrid method misses (`method_ranks` with `phrasing == "variant"`).
+# 5. Each question's second variant is its typo variant. List the ones hybrid retrieval misses:
+#    `typos = {q.variants[1] for q in answerable}`, then
+#    `method_ranks[(method_ranks["method"] == "hybrid") & method_ranks["text"].isin(typos) & (method_ranks["rank"] != 1)]`.
 #    Would a larger correction distance help, or would it start "correcting" real words?
+#
+# ## Questionnaire
+# 1. Why are documents cut into chunks at all, and why at headings first?
+# 2. What does the overlap between consecutive chunks protect against?
+# 3. How is a chunk's id made, and why does that make re-indexing incremental?
+# 4. What does cosine similarity measure, and how did numpy reproduce Chroma's answer?
+# 5. Define hit@k and MRR. Which would you watch for a chatbot that puts the top 3 chunks in its
+#    prompt?
+# 6. Dense retrieval matches meaning and BM25 matches words. Give a question each one wins on.
