@@ -111,11 +111,11 @@ slice_trainer = training.build_trainer(slice_model, tokenizer, tiny_slice, setti
 loss_before = slice_trainer.evaluate()["eval_loss"]
 slice_output = slice_trainer.train()
 loss_after = slice_trainer.evaluate()["eval_loss"]
-print(f"slice run: {slice_output.global_step} steps; loss on the slice {loss_before:.3f} → {loss_after:.3f}")
 # Checkpoint: two steps ran, and they lowered the loss on the blocks they trained on.
 assert slice_output.global_step == 2 and loss_after < loss_before
 del slice_model, slice_trainer
 gc.collect()
+print(f"slice run: {slice_output.global_step} steps; loss on the slice {loss_before:.3f} → {loss_after:.3f}")
 
 # %% [markdown]
 # ## Step 4 — The base model, measured before fine-tuning
@@ -151,6 +151,7 @@ generations = pd.DataFrame({"prompt": prompts, "before": lm.generate(
 base_name = base.provenance.name
 del base
 gc.collect()
+print(f"freed the base model ({base_name}) before training")
 
 # %% [markdown]
 # ## Step 5 — Fine-tune with the profile's budget
@@ -198,6 +199,7 @@ assert again.train_output.global_step == settings.profile.train_max_steps
 assert written and checkpoint_files(again.trainer.args.output_dir) == written
 del again
 gc.collect()
+print(f"second call: reloaded, {len(written)} checkpoint files untouched")
 
 # %% [markdown]
 # ## Step 6 — Perplexity after fine-tuning
