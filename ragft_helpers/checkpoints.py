@@ -83,7 +83,7 @@ def load_saved(folder: Path, name: str, settings: Settings | None = None, *,
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_causal_lm(settings)
+        base = load_causal_lm(settings, verbose=False)  # the adapter's provenance is returned instead
         model = PeftModel.from_pretrained(base.model, folder)
         model.eval()
         return ResolvedModel(model, base.tokenizer, Provenance("model", name, SOURCE_LORA, str(folder)),

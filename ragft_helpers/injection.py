@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,7 +23,8 @@ from ragft_helpers.corpus import load_documents
 from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.qa import Question, load_questions
 from ragft_helpers.scoring import normalise
-from ragft_helpers.training import build_trainer, measured_train, tokenize_and_group, training_spec
+from ragft_helpers.training import (build_trainer, measured_train, tokenize_and_group, training_spec,
+                                    without_log_lines)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class KnowledgeRun:
     final_loss: float
     first_loss: float
     training_rows: int
+    # Every logged training loss, one per step (empty in runs saved before they were recorded).
+    losses: list[float] = field(default_factory=list)
 
 
 def _datasets(texts: Sequence[str], tokenizer, block_size: int):
@@ -127,7 +130,7 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     Returns ``(model, tokenizer, KnowledgeRun)``; the model is a ``PeftModel`` for LoRA variants.
     """
     set_seed(settings.seed)
-    resolved = base or load_causal_lm(settings)
+    resolved = base or load_causal_lm(settings, verbose=False)  # no provenance line per variant
     model, tokenizer = resolved.model, ensure_pad_token(resolved.tokenizer)
     profile = settings.profile
     if variant.lora:
@@ -136,14 +139,15 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     steps = kb_max_steps(len(lm["train"]), settings)
     learning_rate = profile.learning_rate * (profile.lora_learning_rate_factor if variant.lora else 1)
     with tempfile.TemporaryDirectory(prefix="kb-run-") as output_dir:
-        trainer = build_trainer(model, tokenizer, lm, settings, output_dir, max_steps=steps,
-                                eval_strategy="no", eval_on_start=False, save_strategy="no",
-                                logging_steps=1, learning_rate=learning_rate)
+        trainer = without_log_lines(build_trainer(
+            model, tokenizer, lm, settings, output_dir, max_steps=steps, eval_strategy="no",
+            eval_on_start=False, save_strategy="no", logging_steps=1, learning_rate=learning_rate))
         cost = measured_train(trainer)
     model.eval()
     run = KnowledgeRun(variant.name, variant.lora, variant.augmented, cost.trainable_params,
                        cost.total_params, steps, steps * profile.train_batch_size * profile.block_size,
-                       cost.seconds, cost.peak_memory_mb, cost.losses[-1], cost.losses[0], len(texts))
+                       cost.seconds, cost.peak_memory_mb, cost.losses[-1], cost.losses[0], len(texts),
+                       list(cost.losses))
     return model, tokenizer, run
 
 

@@ -158,6 +158,44 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
     return TrainingArguments(**values)
 
 
+def _without_log_lines(display_class):
+    class Display(display_class):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            tracker = getattr(self, "training_tracker", None)  # the Jupyter display
+            if tracker is not None and getattr(tracker, "inner_table", None) is not None:
+                tracker.inner_table = None  # no empty table of losses under the bar
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass  # the bar keeps moving; the losses stay in trainer.state.log_history
+
+    Display.__name__ = Display.__qualname__ = f"{display_class.__name__}WithoutLogLines"
+    return Display
+
+
+def without_log_lines(trainer):
+    """``trainer`` with its progress bar kept but no line (in Jupyter: no table row) per log.
+
+    With ``logging_steps=1`` and no evaluation, Trainer's progress display writes one row per
+    optimiser step: 60 rows per run at the laptop profile. The losses are still recorded in
+    ``trainer.state.log_history`` (and :func:`measured_train` returns them) to plot instead.
+    """
+    from transformers.trainer_callback import ProgressCallback
+
+    displays = [ProgressCallback]
+    try:
+        from transformers.utils.notebook import NotebookProgressCallback
+    except ImportError:  # no IPython: Trainer uses the console display
+        pass
+    else:
+        displays.append(NotebookProgressCallback)
+    for display in displays:
+        removed = trainer.pop_callback(display)
+        if removed is not None:
+            trainer.add_callback(_without_log_lines(type(removed)))
+    return trainer
+
+
 def _block_length(lm_dataset, split: str) -> int:
     if len(lm_dataset) == 0:
         raise ValueError(f"The {split} split holds less text than one block of tokens; use more text "

@@ -129,3 +129,21 @@ def test_full_fine_tune_saves_a_plain_model(settings):
     loaded = injection.load_variant("kb-full", settings)
     assert loaded.provenance.name == "kb-full"
     assert injection.variant_run("kb-full-aug", settings) is None
+
+
+def test_every_step_loss_is_kept_and_no_line_is_printed_per_step(settings, capsys):
+    tokenizer = tiny_tokenizer()
+    base = ResolvedModel(_tiny_model(tokenizer), tokenizer, Provenance("model", "tiny", "test", "-"))
+    capsys.readouterr()
+    _, _, run = injection.train_variant(injection.VARIANT_BY_NAME["kb-full"], [TINY_TEXT] * 8,
+                                        settings, base=base)
+    assert len(run.losses) == run.steps == 15
+    assert (run.losses[0], run.losses[-1]) == (run.first_loss, run.final_loss)
+    assert "'loss'" not in capsys.readouterr().out  # the progress bar writes no line per step
+
+
+def test_a_run_saved_before_losses_were_recorded_still_loads():
+    recorded = {"name": "kb-full", "lora": False, "augmented": False, "trainable_params": 1,
+                "total_params": 1, "steps": 2, "tokens_seen": 8, "train_seconds": 1.0,
+                "peak_memory_mb": 1.0, "final_loss": 2.0, "first_loss": 3.0, "training_rows": 1}
+    assert injection.KnowledgeRun(**recorded).losses == []
