@@ -11,9 +11,20 @@ Measured in one run on the knowledge base in ``data/knowledge`` (default chunkin
 - retrieval quality of dense, BM25 and hybrid retrieval (section-level hit@1/hit@5, MRR) on the
   answerable questions as written and on their realistic variants;
 - end-to-end ``rag.answer`` latency (k = the profile's ``rag_k``, the profile's ``max_new_tokens`` capped at 48,
-  greedy) with the resolved language model.
+  greedy) with the resolved language model, split into retrieval, prefill (time to the first new
+  token) and decode, on ``--answers`` answerable questions spread over the question set; the same
+  questions token by token (no prompt lookup) as the reference the other answers are compared to;
+- batched free-form answers (``rag.answer_many``, the profile's ``answer_batch_size``) against
+  the same questions answered one by one: agreement of the answers and the speed ratio;
+- batched multiple choice (``scoring.choose_options``, the profile's ``choice_batch_size``)
+  against ``scoring.choose_option`` per question, with and without the retrieved chunks in the
+  prompt: agreement of the choices, largest score difference, speed ratio;
+- with ``--bf16``, the one-by-one answers of a bf16 copy of the model: agreement and speed.
 
-    python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 10] [--threads N]
+Speed ratios are given by wall time and by the CPU time of this process (with one torch thread,
+the CPU time is the work done, which other jobs on the cores inflate far less than wall time).
+
+    python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 24] [--threads N] [--bf16]
 
 Prints a Markdown table, writes it to benchmarks/results/rag.md and puts it, with the command,
 in the "## Retrieval and RAG" section of benchmarks/README.md (the other sections are left as
@@ -22,6 +33,7 @@ they are).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import shutil
@@ -32,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
-from ragft_helpers import rag, retrieval, retrieval_metrics, store
+from ragft_helpers import rag, retrieval, retrieval_metrics, scoring, store
 from ragft_helpers.assets import load_causal_lm
 from ragft_helpers.config import get_settings
 from ragft_helpers.corpus import chunk_documents, load_documents
@@ -49,7 +61,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "rag.md"
 README = Path(__file__).resolve().parent / "README.md"
 SECTION = "## Retrieval and RAG"
 COMMAND = "python benchmarks/bench_rag.py"
-TARGETS = {"indexing": 0.85, "reindex": 0.05, "query_p50_ms": 30.0, "answer_p50_s": 2.0}
+TARGETS = {"indexing": 0.85, "reindex": 0.05, "query_p50_ms": 30.0, "answer_p50_s": 1.5,
+           "batched_speedup": 2.0}
 # Retrieval quality targets (section level): (hit@1, hit@5) on each phrasing.
 QUALITY_TARGETS = {"canonical": (0.70, 0.94), "variant": (0.75, 0.95)}
 MAX_NEW_TOKENS = 48
@@ -126,21 +139,107 @@ def embedding_tokens(texts: list[str]) -> int:
     return sum(len(ids) for ids in lengths)
 
 
-def measure_answers(collection, questions: list[str], settings,
-                    index_settings) -> tuple[list[float], list[float], str]:
-    """Seconds per ``rag.answer`` with the model of ``settings`` on the index of ``index_settings``."""
-    resolved = load_causal_lm(settings)
+def timed(work):
+    """``work()``, its wall seconds and the CPU seconds of this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def one_by_one(questions: list[str], options: dict) -> tuple[list, list[float], list[float]]:
+    """``rag.answer`` per question: the replies, wall and CPU seconds of each."""
+    replies, walls, cpus = [], [], []
+    for question in questions:
+        reply, wall, cpu = timed(lambda: rag.answer(question, **options))
+        replies.append(reply)
+        walls.append(wall)
+        cpus.append(cpu)
+    return replies, walls, cpus
+
+
+def agreement(first: list[str], second: list[str]) -> float:
+    return sum(a == b for a, b in zip(first, second)) / len(first)
+
+
+def p50(values) -> float:
+    return percentiles(list(values), (50,))["p50"]
+
+
+def measure_answers(resolved, collection, questions: list[str], settings, index_settings,
+                    bf16: bool) -> dict:
+    """Free-form answers with the model of ``resolved`` on the index of ``index_settings``: one by
+    one (as the chat and ``ragft ask`` answer), token by token, in batches, and optionally in bf16."""
     options = dict(model=resolved.model, tokenizer=resolved.tokenizer, collection=collection,
                    max_new_tokens=min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
                    settings=index_settings, threshold=0.0)
     rag.answer(questions[0], **options)  # warm-up
-    totals, generation = [], []
-    for question in questions:
-        start = time.perf_counter()
-        reply = rag.answer(question, **options)
-        totals.append(time.perf_counter() - start)
-        generation.append(reply.generation_ms / 1000)
-    return totals, generation, resolved.provenance.name
+    reference, reference_walls, reference_cpus = one_by_one(questions, {**options, "prompt_lookup": 0})
+    replies, walls, cpus = one_by_one(questions, options)
+    batch_size = settings.profile.answer_batch_size
+    batched, batched_wall, batched_cpu = timed(
+        lambda: rag.answer_many(questions, batch_size=batch_size, **options))
+    texts, reference_texts = [r.text for r in replies], [r.text for r in reference]
+    result = {
+        "answers": len(questions), "answer_batch_size": batch_size,
+        "answer_p50": p50(walls), "answer_cpu_p50": p50(cpus),
+        "generation_p50": p50(r.generation_ms / 1000 for r in replies),
+        "retrieval_p50_ms": p50(r.retrieval_ms for r in replies),
+        "prefill_p50": p50(r.prefill_ms / 1000 for r in replies),
+        "decode_p50": p50(r.decode_ms / 1000 for r in replies),
+        "reference_p50": p50(reference_walls), "reference_cpu_p50": p50(reference_cpus),
+        "lookup_agreement": agreement(texts, reference_texts),
+        "lookup_ratio": sum(reference_walls) / sum(walls),
+        "lookup_cpu_ratio": sum(reference_cpus) / sum(cpus),
+        "batched_agreement": agreement([r.text for r in batched], texts),
+        "batched_reference_agreement": agreement([r.text for r in batched], reference_texts),
+        "one_by_one_s": sum(walls), "one_by_one_cpu_s": sum(cpus),
+        "reference_s": sum(reference_walls), "reference_cpu_s": sum(reference_cpus),
+        "batched_s": batched_wall, "batched_cpu_s": batched_cpu,
+        "batched_ratio": sum(reference_walls) / batched_wall,
+        "batched_cpu_ratio": sum(reference_cpus) / batched_cpu,
+    }
+    if bf16:
+        low = copy.deepcopy(resolved.model).to(torch.bfloat16)
+        rag.answer(questions[0], **{**options, "model": low})  # warm-up
+        halves, half_walls, half_cpus = one_by_one(questions, {**options, "model": low})
+        result.update({"bf16_agreement": agreement([r.text for r in halves], texts),
+                       "bf16_p50": p50(half_walls), "bf16_cpu_p50": p50(half_cpus),
+                       "bf16_ratio": sum(walls) / sum(half_walls),
+                       "bf16_cpu_ratio": sum(cpus) / sum(half_cpus)})
+        del low
+    return result
+
+
+def measure_choices(resolved, collection, questions, settings, index_settings) -> list[dict]:
+    """Multiple choice per question (``choose_option``) and in batches (``choose_options``),
+    without and with the retrieved chunks in the prompt."""
+    model, tokenizer = resolved.model, resolved.tokenizer
+    rows = []
+    for with_retrieval in (False, True):
+        items = []
+        for q in questions:
+            chunks = (retrieval.retrieve(q.question, settings.profile.rag_k, collection,
+                                         settings=index_settings) if with_retrieval else [])
+            options = [q.answer, *q.distractors]
+            order = scoring.option_order(len(options), settings.seed, q.id)
+            items.append((rag.build_prompt(q.question, chunks, tokenizer), [options[i] for i in order]))
+        scoring.choose_option(model, tokenizer, *items[0])  # warm-up
+        alone, alone_wall, alone_cpu = timed(
+            lambda: [scoring.choose_option(model, tokenizer, prompt, options) for prompt, options in items])
+        batch_size = settings.profile.choice_batch_size
+        batched, batched_wall, batched_cpu = timed(
+            lambda: scoring.choose_options(model, tokenizer, items, batch_size=batch_size))
+        rows.append({
+            "retrieval": with_retrieval, "questions": len(items), "batch_size": batch_size,
+            "prompt_tokens_p50": p50(len(tokenizer(p, add_special_tokens=False)["input_ids"])
+                                     for p, _ in items),
+            "agreement": sum(a[0] == b[0] for a, b in zip(alone, batched)) / len(items),
+            "max_score_difference": max(abs(x - y) for a, b in zip(alone, batched)
+                                        for x, y in zip(a[1], b[1])),
+            "alone_s": alone_wall, "alone_cpu_s": alone_cpu,
+            "batched_s": batched_wall, "batched_cpu_s": batched_cpu,
+            "ratio": alone_wall / batched_wall, "cpu_ratio": alone_cpu / batched_cpu})
+    return rows
 
 
 def verdict(ok: bool) -> str:
@@ -167,10 +266,40 @@ def results_table(r: dict) -> str:
         f"p50 {r['query_p50']:.1f} ms, p95 {r['query_p95']:.1f} ms (dense alone: p50 "
         f"{r['dense_query_p50']:.1f} ms) | "
         f"p50 ≤ {TARGETS['query_p50_ms']:.0f} ms | {verdict(r['query_p50'] <= TARGETS['query_p50_ms'])} |",
-        f"| RAG answer latency, k = {r['k']}, ≤ {r['max_new_tokens']} new tokens ({r['answers']} questions) | "
-        f"p50 {r['answer_p50']:.2f} s (generation p50 {r['generation_p50']:.2f} s) | "
-        f"p50 ≤ {TARGETS['answer_p50_s']:.0f} s | {verdict(r['answer_p50'] <= TARGETS['answer_p50_s'])} |",
+        f"| RAG answer latency (`rag.answer`), k = {r['k']}, ≤ {r['max_new_tokens']} new tokens "
+        f"({r['answers']} questions, one by one) | p50 {r['answer_p50']:.2f} s: retrieval "
+        f"{r['retrieval_p50_ms']:.0f} ms, prefill {r['prefill_p50']:.2f} s, decode "
+        f"{r['decode_p50']:.2f} s (p50 of each); CPU time p50 {r['answer_cpu_p50']:.2f} s | "
+        f"p50 ≤ {TARGETS['answer_p50_s']:g} s | {verdict(r['answer_p50'] <= TARGETS['answer_p50_s'])} |",
+        f"| prompt lookup decoding (`rag.answer`) vs token by token | answers agree on "
+        f"{r['lookup_agreement']:.0%}; {r['lookup_ratio']:.2f}× by wall time "
+        f"({r['lookup_cpu_ratio']:.2f}× by CPU time); token by token p50 {r['reference_p50']:.2f} s "
+        f"(CPU {r['reference_cpu_p50']:.2f} s) | all agree | "
+        f"{verdict(r['lookup_agreement'] == 1.0)} |",
+        f"| batched free-form (`rag.answer_many`, batches of {r['answer_batch_size']}) vs one by one "
+        f"token by token | answers agree on {r['batched_reference_agreement']:.0%} "
+        f"({r['batched_agreement']:.0%} with prompt lookup's); {r['batched_ratio']:.2f}× by wall "
+        f"time ({r['reference_s']:.0f} s → {r['batched_s']:.0f} s), {r['batched_cpu_ratio']:.2f}× "
+        f"by CPU time ({r['reference_cpu_s']:.0f} s → {r['batched_cpu_s']:.0f} s) | "
+        f"≥ {TARGETS['batched_speedup']:g}× | "
+        f"{verdict(min(r['batched_ratio'], r['batched_cpu_ratio']) >= TARGETS['batched_speedup'])} |",
     ]
+    for c in r["choices"]:
+        prompt = f"k = {r['k']} chunks" if c["retrieval"] else "no retrieval"
+        rows.append(
+            f"| batched multiple choice (`choose_options`, batches of ≤ {c['batch_size']} prompts "
+            f"and ≤ {scoring.CHOICE_BATCH_TOKENS} padded tokens) vs per "
+            f"question, {prompt} (prompt p50 {c['prompt_tokens_p50']:.0f} tokens, "
+            f"{c['questions']} questions) | choices agree on {c['agreement']:.0%}, scores within "
+            f"{c['max_score_difference']:.1e}; {c['ratio']:.2f}× by wall time "
+            f"({c['alone_s']:.1f} s → {c['batched_s']:.1f} s), {c['cpu_ratio']:.2f}× by CPU time | | |")
+    if "bf16_agreement" in r:
+        rows.append(
+            f"| bf16 copy of the model (`rag.answer`), kept only if every answer agrees | answers "
+            f"agree with fp32 on "
+            f"{r['bf16_agreement']:.0%}; p50 {r['bf16_p50']:.2f} s (CPU {r['bf16_cpu_p50']:.2f} s), "
+            f"{r['bf16_ratio']:.2f}× by wall time, {r['bf16_cpu_ratio']:.2f}× by CPU time | "
+            f"all agree | {verdict(r['bf16_agreement'] == 1.0)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -188,6 +317,16 @@ def quality_table(r: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def answer_notes(r: dict) -> str:
+    """How to read the answer rows."""
+    return (f"The answer rows use the same {r['answers']} answerable questions, spread over the "
+            "question set, with threshold 0 (every question reaches the model). Agreement is exact equality of "
+            "the answer texts. One by one, an answer's prefill (reading a prompt of a few hundred "
+            "tokens) is compute-bound and batching cannot shorten it; batching shares the "
+            "memory-bound decode steps among the rows. Wall times grow with the load other jobs "
+            "put on the cores; the CPU time of this process (one torch thread) much less so.\n")
+
+
 def results_file(r: dict, command: str) -> str:
     """benchmarks/results/rag.md: the full set-up, the table, the command."""
     setup = (f"Knowledge base: {r['documents']} documents, {r['chunks']} chunks (default "
@@ -195,7 +334,7 @@ def results_file(r: dict, command: str) -> str:
              f"{r['cpus']} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
              f"threads), chromadb {chromadb.__version__}, Python {platform.python_version()}; "
              f"{others_note(r)}.")
-    return (f"# Retrieval and RAG benchmark\n\n{setup}\n\n{results_table(r)}\n"
+    return (f"# Retrieval and RAG benchmark\n\n{setup}\n\n{results_table(r)}\n{answer_notes(r)}\n"
             f"Retrieval quality, section level (a variant counts as its own question):\n\n"
             f"{quality_table(r)}\nReproduce: `{command}`\n")
 
@@ -203,9 +342,10 @@ def results_file(r: dict, command: str) -> str:
 def readme_section(r: dict, command: str) -> str:
     """The body of the README's "## Retrieval and RAG" section."""
     setup = (f"{r['documents']} documents, {r['chunks']} chunks; all-MiniLM-L6-v2; {r['model']}; "
-             f"{r['cpus']} CPU cores; {others_note(r)}.")
+             f"{r['cpus']} CPU cores, {torch.get_num_threads()} torch thread(s); {others_note(r)}.")
     return (f"`{command}` (full table: [results/rag.md](results/rag.md))\n\n{setup}\n\n"
-            f"{results_table(r)}\nRetrieval quality, section level:\n\n{quality_table(r)}")
+            f"{results_table(r)}\n{answer_notes(r)}\nRetrieval quality, section level:\n\n"
+            f"{quality_table(r)}")
 
 
 def update_readme(body: str) -> None:
@@ -226,7 +366,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="cold builds and raw encodes")
     parser.add_argument("--queries", type=int, default=0, help="questions to time (0 = all)")
-    parser.add_argument("--answers", type=int, default=10, help="RAG answers to time")
+    parser.add_argument("--answers", type=int, default=24,
+                        help="answerable questions for the answer and multiple-choice measures")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also answer them with a bf16 copy of the model (agreement, speed)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = torch's default, one per core)")
     args = parser.parse_args(argv)
@@ -245,13 +388,16 @@ def main(argv: list[str] | None = None) -> dict:
     dense_ms, _ = measure_queries(collection, questions, local, "dense")
     quality, _ = retrieval_metrics.method_comparison([q for q in every if q.answerable], collection,
                                                      settings=local)
-    answerable = [q.question for q in every if q.answerable]
+    answerable = [q for q in every if q.answerable]
     step = max(1, len(answerable) // max(1, args.answers))
-    totals, generation, model_name = measure_answers(
-        collection, answerable[::step][:args.answers], settings, local)
+    sample = answerable[::step][:args.answers]
+    resolved = load_causal_lm(settings)
+    answers = measure_answers(resolved, collection, [q.question for q in sample], settings, local,
+                              args.bf16)
+    choices = measure_choices(resolved, collection, sample, settings, local)
 
     results = {
-        "documents": len(documents), "chunks": len(texts), "model": model_name, "k": settings.profile.rag_k,
+        "documents": len(documents), "chunks": len(texts), "k": settings.profile.rag_k,
         "cpus": os.cpu_count(), "encode_rate": len(texts) / encode_s,
         "index_rate": len(texts) / build_s, "index_ratio": encode_s / build_s,
         "build_s": build_s, "reindex_s": reindex_s, "reindex_share": reindex_s / build_s,
@@ -263,8 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         # the embedding tables are looked up, not multiplied: they cost no FLOPs per token
         "embedding_parameters": sum(p.numel() for name, p in store.shared_embedding_model().named_parameters()
                                     if ".embeddings." not in name),
-        "answers": len(totals),
-        "answer_p50": percentiles(totals, (50,))["p50"], "generation_p50": percentiles(generation, (50,))["p50"],
+        **answers, "choices": choices, "model": resolved.provenance.name,
         "max_new_tokens": min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
     }
     busy_after = busy_cpu_seconds()

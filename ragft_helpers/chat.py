@@ -21,9 +21,19 @@ class ChatView:
     answer: str
     sources: list[dict]  # table rows: rank, source, section, score
     retrieval_ms: float = 0.0
-    generation_ms: float = 0.0
+    generation_ms: float = 0.0  # prompt building, prefill and decode
     abstained: bool = False
     error: str = ""
+    prefill_ms: float = 0.0  # time to the first new token: reading the prompt
+    decode_ms: float = 0.0  # the rest of the answer, token by token
+
+    def timing(self) -> str:
+        """Where the time went, e.g. "retrieval 25 ms, generation 1,980 ms (prefill 1,070 ms,
+        decode 900 ms)"; without the split when the model was not called."""
+        text = f"retrieval {self.retrieval_ms:,.0f} ms, generation {self.generation_ms:,.0f} ms"
+        if self.prefill_ms or self.decode_ms:
+            text += f" (prefill {self.prefill_ms:,.0f} ms, decode {self.decode_ms:,.0f} ms)"
+        return text
 
 
 def source_rows(chunks: Sequence[RetrievedChunk]) -> list[dict]:
@@ -48,4 +58,5 @@ def chat_turn(state: ChatState, message: str, *, k: int | None = None, model, to
         return state, ChatView(answer="", sources=[], error=str(err))
     new_state = ChatState(state.history + ((message.strip(), reply.text),))
     return new_state, ChatView(reply.text, source_rows(reply.sources), reply.retrieval_ms,
-                               reply.generation_ms, reply.abstained)
+                               reply.generation_ms, reply.abstained,
+                               prefill_ms=reply.prefill_ms, decode_ms=reply.decode_ms)

@@ -144,7 +144,9 @@ def answer_record(question: str, reply) -> dict:
                          "heading_path": c.metadata.get("heading_path", ""),
                          "score": round(c.score, 4)} for n, c in enumerate(reply.sources, start=1)],
             "retrieval_ms": round(reply.retrieval_ms, 1),
-            "generation_ms": round(reply.generation_ms, 1)}
+            "generation_ms": round(reply.generation_ms, 1),  # prompt building, prefill and decode
+            "prefill_ms": round(reply.prefill_ms, 1),  # time to the first new token
+            "decode_ms": round(reply.decode_ms, 1)}
 
 
 def _print_record(record: dict) -> None:
@@ -153,7 +155,10 @@ def _print_record(record: dict) -> None:
     for source in record["sources"]:
         print(f"   {source['rank']}. {source['file']} > {source['heading_path']} "
               f"(score {source['score']:.3f})")
-    print(f"   retrieval {record['retrieval_ms']:.0f} ms, generation {record['generation_ms']:.0f} ms")
+    timing = f"   retrieval {record['retrieval_ms']:,.0f} ms, generation {record['generation_ms']:,.0f} ms"
+    if not record["abstained"]:
+        timing += f" (prefill {record['prefill_ms']:,.0f} ms, decode {record['decode_ms']:,.0f} ms)"
+    print(timing)
 
 
 def cmd_ask(args) -> int:

@@ -66,6 +66,13 @@ class Profile:
     chat_eval_unanswerable: int | None = 4  # notebook 04: unanswerable questions
     free_form_single_hop: int | None = 4  # notebook 08: free-form answers, single-hop questions
     free_form_unanswerable: int | None = 2  # notebook 08: free-form answers, unanswerable ones
+    # Batched scoring (harness.evaluate_system): free-form answers generated per padded batch
+    # (rag.answer_many), multiple-choice questions scored per padded forward pass
+    # (scoring.choose_options, which also caps a pass at scoring.CHOICE_BATCH_TOKENS tokens).
+    # Larger batches use more memory: each holds its prompts' keys and values, about 46 kB per
+    # token for SmolLM2-135M.
+    answer_batch_size: int = 8
+    choice_batch_size: int = 8
     # LoRA (notebook 05): adapter rank, and how much larger its learning rate is than full
     # fine-tuning's (its few new weights start at zero and need larger steps).
     lora_rank: int = 16

@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 from ragft_helpers.config import Settings
 from ragft_helpers.machine import PeakRSS, percentiles
 from ragft_helpers.qa import Question
-from ragft_helpers.rag import answer, build_prompt
+from ragft_helpers.rag import answer, answer_many, build_prompt
 from ragft_helpers.retrieval import retrieve
-from ragft_helpers.scoring import choose_option, judge, normalise, option_order
+from ragft_helpers.scoring import choose_option, choose_options, judge, normalise, option_order
 from ragft_helpers.store import MiniLMEmbeddingFunction
 
 
@@ -63,17 +63,40 @@ def _k(system: System, settings: Settings) -> int:
     return settings.profile.rag_k if system.k is None else system.k
 
 
-def multiple_choice(system: System, question: Question, settings: Settings) -> dict:
-    """Score one question by :func:`choose_option`; options shuffled by :func:`option_order`."""
-    options = [question.answer, *question.distractors]
-    order = option_order(len(options), settings.seed, question.id)
-    shuffled = [options[i] for i in order]
+def _choice_prompt(system: System, question: Question, settings: Settings) -> tuple[str, list[int]]:
+    """The multiple-choice prompt for ``question`` (with the retrieved chunks for a retrieval
+    system) and its option order (:func:`option_order`)."""
     chunks = (retrieve(question.question, _k(system, settings), system.collection, settings=settings)
               if system.retrieval else [])
-    prompt = build_prompt(question.question, chunks, system.tokenizer)
-    index, scores = choose_option(system.model, system.tokenizer, prompt, shuffled)
-    return {"mc_choice": shuffled[index], "mc_correct": order[index] == 0,
+    order = option_order(1 + len(question.distractors), settings.seed, question.id)
+    return build_prompt(question.question, chunks, system.tokenizer), order
+
+
+def _choice_row(question: Question, order: list[int], index: int, scores: list[float]) -> dict:
+    options = [question.answer, *question.distractors]
+    return {"mc_choice": options[order[index]], "mc_correct": order[index] == 0,
             "mc_margin": scores[index] - max(s for i, s in enumerate(scores) if i != index)}
+
+
+def multiple_choice(system: System, question: Question, settings: Settings) -> dict:
+    """Score one question by :func:`choose_option`; options shuffled by :func:`option_order`."""
+    prompt, order = _choice_prompt(system, question, settings)
+    options = [question.answer, *question.distractors]
+    index, scores = choose_option(system.model, system.tokenizer, prompt, [options[i] for i in order])
+    return _choice_row(question, order, index, scores)
+
+
+def multiple_choice_many(system: System, questions: Sequence[Question], settings: Settings,
+                         *, batch_size: int | None = None) -> list[dict]:
+    """:func:`multiple_choice` for many questions, scored ``batch_size`` per padded forward pass
+    (:func:`choose_options`; default: the profile's ``choice_batch_size``)."""
+    prompts = [_choice_prompt(system, question, settings) for question in questions]
+    items = [(prompt, [[q.answer, *q.distractors][i] for i in order])
+             for q, (prompt, order) in zip(questions, prompts)]
+    chosen = choose_options(system.model, system.tokenizer, items,
+                            batch_size=batch_size or settings.profile.choice_batch_size)
+    return [_choice_row(q, order, index, scores)
+            for q, (_, order), (index, scores) in zip(questions, prompts, chosen)]
 
 
 def evaluate_system(system: System, questions: Sequence[Question], settings, *,
@@ -82,34 +105,44 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     """Score ``system`` on ``questions``: one row per question.
 
     Multiple choice (``mc_correct``) for answerable questions unless ``multiple_choice_too`` is
-    off; greedy free-form answers (``correct``, ``abstained``, ``hallucinated``, ``seconds``) for
-    ``free_form`` (default: all of ``questions``; a subset saves time). Peak resident memory is
-    sampled throughout.
+    off, scored in batches (:func:`multiple_choice_many`); greedy free-form answers
+    (``correct``, ``abstained``, ``hallucinated``) for ``free_form`` (default: all of
+    ``questions``; a subset saves time), generated in batches (:func:`rag.answer_many`).
+
+    ``seconds`` is each free-form answer's cost: its retrieval and prompt time plus its share of
+    its batch's generation, split into ``retrieval_s``, ``prefill_s`` and ``decode_s`` (summed
+    over the answers, the run's time). One answer asked alone (:func:`rag.answer`, the chat)
+    waits longer than its share. Peak resident memory is sampled throughout.
     """
     import pandas as pd
 
     free_ids = {q.id for q in (questions if free_form is None else free_form)}
-    rows = []
+    rows = [{"system": system.name, "id": q.id, "type": q.type, "question": q.question,
+             "expected": q.answer} for q in questions]
     start = time.perf_counter()
     with PeakRSS() as memory:
-        for question in questions:
-            row: dict[str, Any] = {"system": system.name, "id": question.id, "type": question.type,
-                                   "question": question.question, "expected": question.answer}
-            if question.answerable and multiple_choice_too:
-                row.update(multiple_choice(system, question, settings))
-            if question.id in free_ids:
-                reply = answer(question.question, model=system.model, tokenizer=system.tokenizer,
-                               collection=system.collection, k=_k(system, settings),
-                               use_retrieval=system.retrieval, settings=settings)
-                correct, abstained = judge(reply.text, question, abstained=reply.abstained)
-                row.update({"answer": reply.text, "abstained": abstained, "correct": correct,
-                            "hallucinated": not question.answerable and not abstained,
-                            "seconds": (reply.retrieval_ms + reply.generation_ms) / 1000,
-                            "sources": [c.label for c in reply.sources]})
-            rows.append(row)
+        scored = [n for n, q in enumerate(questions) if q.answerable and multiple_choice_too]
+        choices = multiple_choice_many(system, [questions[n] for n in scored], settings)
+        for n, choice in zip(scored, choices):
+            rows[n].update(choice)
+        asked = [n for n, q in enumerate(questions) if q.id in free_ids]
+        replies = answer_many([questions[n].question for n in asked], model=system.model,
+                              tokenizer=system.tokenizer, collection=system.collection,
+                              k=_k(system, settings), use_retrieval=system.retrieval,
+                              settings=settings, batch_size=settings.profile.answer_batch_size)
+        for n, reply in zip(asked, replies):
+            question = questions[n]
+            correct, abstained = judge(reply.text, question, abstained=reply.abstained)
+            rows[n].update({
+                "answer": reply.text, "abstained": abstained, "correct": correct,
+                "hallucinated": not question.answerable and not abstained,
+                "seconds": reply.total_ms / 1000, "retrieval_s": reply.retrieval_ms / 1000,
+                "prefill_s": reply.prefill_ms / 1000, "decode_s": reply.decode_ms / 1000,
+                "sources": [c.label for c in reply.sources]})
     frame = pd.DataFrame(rows)
     for column, kind in (("mc_correct", "boolean"), ("correct", "boolean"),
-                         ("abstained", "boolean"), ("hallucinated", "boolean"), ("seconds", float)):
+                         ("abstained", "boolean"), ("hallucinated", "boolean"), ("seconds", float),
+                         ("retrieval_s", float), ("prefill_s", float), ("decode_s", float)):
         frame[column] = frame[column].astype(kind) if column in frame else pd.Series(dtype=kind)
     return SystemResult(system.name, frame, memory.peak_mb, time.perf_counter() - start)
 
@@ -140,7 +173,8 @@ def _metric(values, seed: int) -> dict:
 
 
 def summarise(rows, seed: int = 0) -> dict:
-    """Every accuracy with its bootstrap interval, plus latency percentiles, from the rows of
+    """Every accuracy with its bootstrap interval, plus percentiles of ``seconds`` (each free-form
+    answer's cost, its share of batched generation included), from the rows of
     :func:`evaluate_system`: ``mc`` (answerable), ``mc_<type>``, ``free`` (answerable),
     ``free_<type>``, ``false_abstention`` (answerable questions declined), ``abstention`` and
     ``hallucination`` (unanswerable)."""
@@ -230,8 +264,7 @@ def side_by_side(question_text: str, systems: Sequence[System], settings, *,
                                                     abstained=reply.abstained)[0]
         rows.append({"system": system.name, "answer": reply.text,
                      "sources": [(c.label, round(c.score, 3)) for c in reply.sources],
-                     "ms": round(reply.retrieval_ms + reply.generation_ms), "right": right,
-                     "error": ""})
+                     "ms": round(reply.total_ms), "right": right, "error": ""})
     return rows
 
 

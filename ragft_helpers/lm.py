@@ -5,6 +5,7 @@ Everything notebook 01 needs, and nothing of training; later stages build on it.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -74,40 +75,193 @@ def ensure_pad_token(tokenizer):
 
 # ---- generation ----------------------------------------------------------------------------------
 
-def _text_stop(tokenizer, prompt_length: int, stop: Callable[[str], bool]):
-    """A ``StoppingCriteria`` that ends a row once ``stop`` holds for its decoded continuation."""
+@dataclass(frozen=True)
+class Generation:
+    """One prompt's greedy continuation and the time its batch took.
+
+    The times are the whole batch's, measured once for all its rows: ``prefill_ms`` until the
+    first new token (reading the prompts), ``decode_ms`` for the rest. A row's share of the batch
+    is the time over ``batch_rows``.
+    """
+
+    text: str
+    new_tokens: int  # tokens generated up to and including the one that ended the row
+    prefill_ms: float
+    decode_ms: float
+    batch_rows: int  # prompts generated together with this one (1 = alone)
+
+
+def _row_progress(tokenizer, width: int, rows: int, stop: Callable[[str], bool] | None,
+                  eos_ids: set[int]):
+    """A ``StoppingCriteria`` for a padded batch: it ends each row on its own (EOS, or ``stop`` on
+    its decoded continuation) and records after how many new tokens (``ended_at``, ``None`` for a
+    row still going) and when the first new token came (``first_token_at``)."""
     import torch
     from transformers import StoppingCriteria
 
-    class TextStop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            done = [stop(tokenizer.decode(row[prompt_length:], skip_special_tokens=True))
-                    for row in input_ids]
-            return torch.tensor(done, device=input_ids.device)
+    class RowProgress(StoppingCriteria):
+        def __init__(self):
+            self.ended_at: list[int | None] = [None] * rows
+            self.checked = [0] * rows  # new tokens of each row already checked
+            self.first_token_at: float | None = None
 
-    return TextStop()
+        def __call__(self, input_ids, scores, **kwargs):
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            generated = input_ids.size(1) - width
+            for row in range(rows):
+                if self.ended_at[row] is not None:
+                    continue
+                new = input_ids[row, width:].tolist()
+                # one token per call, except when several were accepted at once (prompt lookup):
+                # then each length is checked, so the row ends where a token-by-token run would
+                for length in range(self.checked[row] + 1, generated + 1):
+                    if new[length - 1] in eos_ids or (stop is not None and stop(
+                            tokenizer.decode(new[:length], skip_special_tokens=True))):
+                        self.ended_at[row] = length
+                        break
+                self.checked[row] = generated
+            return torch.tensor([ended is not None for ended in self.ended_at],
+                                device=input_ids.device)
+
+    return RowProgress()
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
+
+
+MIN_SHARED_PREFIX = 16  # tokens: a shorter common beginning of the prompts is not run separately
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
+    first, shortest = sequences[0], min(len(s) for s in sequences)
+    for position in range(shortest):
+        if any(s[position] != first[position] for s in sequences[1:]):
+            return position
+    return shortest
+
+
+def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: int,
+                    stop: Callable[[str], bool] | None = None, add_special_tokens: bool = True,
+                    batch_size: int = 1, prompt_lookup: int | None = None,
+                    share_prefix: bool = True) -> list[Generation]:
+    """Greedy continuations of ``prompts``, ``batch_size`` prompts per padded batch.
+
+    Prompts are grouped by token length (longest first, so little padding is needed), padded on
+    the left with an attention mask, and returned in their given order. Each row ends on its own:
+    at EOS, at ``max_new_tokens``, or once ``stop`` holds for its decoded continuation; a row that
+    ended gets padding the model ignores, and the tokens after its end are dropped. The text is
+    what :func:`generate` gives for the prompt alone (up to floating-point differences of padded
+    batches: greedy choices between near-equal tokens can differ).
+
+    With ``share_prefix``, a beginning all the prompts share (at least
+    :data:`MIN_SHARED_PREFIX` tokens, e.g. a fixed system prompt) is run once; its keys and
+    values are reused by every batch, with the padding placed after it. ``prompt_lookup`` (one
+    prompt per batch only; no shared prefix then) proposes up to that many tokens copied from the
+    prompt where its last words occur there (prompt lookup decoding) and checks them in one
+    forward pass: the greedy choice is kept, so only the speed changes.
+    """
+    import copy
+
+    import torch
+    from transformers import StoppingCriteriaList
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if prompt_lookup and batch_size != 1:
+        raise ValueError("prompt_lookup works one prompt at a time: use batch_size=1.")
+    options: dict[str, Any] = {"prompt_lookup_num_tokens": prompt_lookup} if prompt_lookup else {}
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        return []
+    encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    pad, eos_ids = pad_token_id(tokenizer), _eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    shared = 0
+    if share_prefix and not prompt_lookup and len(prompts) > 1:
+        # every row keeps at least one token of its own to run
+        shared = min(_common_prefix(encoded), min(len(e) for e in encoded) - 1)
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    results: list[Generation | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            prefix_cache, prefix_ms = None, 0.0
+            if shared:
+                start = time.perf_counter()
+                prefix_cache = model(torch.tensor([encoded[0][:shared]], device=device),
+                                     use_cache=True).cache
+                prefix_ms = (time.perf_counter() - start) * 1000
+            for begin in range(0, len(order), batch_size):
+                rows = order[begin:begin + batch_size]
+                rests = [encoded[i][shared:] for i in rows]
+                width = max(len(rest) for rest in rests)
+                head = encoded[rows[0]][:shared]
+                ids = torch.tensor([head + [pad] * (width - len(rest)) + rest for rest in rests],
+                                   device=device)
+                mask = torch.tensor([[1] * shared + [0] * (width - len(rest)) + [1] * len(rest)
+                                     for rest in rests], device=device)
+                if prefix_cache is not None:
+                    options["cache"] = copy.deepcopy(prefix_cache)
+                    options["cache"].batch_repeat_interleave(len(rows))
+                progress = _row_progress(tokenizer, shared + width, len(rows), stop, eos_ids)
+                start = time.perf_counter()
+                output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                        max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                        stopping_criteria=StoppingCriteriaList([progress]),
+                                        **options)
+                end = time.perf_counter()
+                first = progress.first_token_at or end
+                # the shared prefix ran once for all prompts: each batch is charged its share
+                prefill_ms = (first - start) * 1000 + prefix_ms * len(rows) / len(prompts)
+                for row, index in enumerate(rows):
+                    kept = progress.ended_at[row] or output.size(1) - shared - width
+                    new = output[row, shared + width:shared + width + kept]
+                    results[index] = Generation(
+                        tokenizer.decode(new, skip_special_tokens=True), int(new.numel()),
+                        prefill_ms, (end - first) * 1000, len(rows))
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]
 
 
 def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: int,
              do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, add_special_tokens: bool = True,
-             stop: Callable[[str], bool] | None = None) -> list[str]:
+             stop: Callable[[str], bool] | None = None, batch_size: int = 1) -> list[str]:
     """The continuation (prompt excluded) of each prompt; greedy unless ``do_sample``.
 
     With ``seed``, the generator is re-seeded before each prompt, so a sample does not depend on
     the prompts before it. ``stop`` ends generation early once it returns True for the text
     generated so far (e.g. "the first sentence is complete"). ``add_special_tokens=False`` for
-    prompts that already hold them (a chat template's output).
+    prompts that already hold them (a chat template's output). Greedy decoding can run
+    ``batch_size`` prompts per padded batch (:func:`generate_greedy`); sampling runs one prompt
+    at a time.
     """
     import torch
     from transformers import StoppingCriteriaList
 
+    if not do_sample:
+        return [g.text for g in generate_greedy(model, tokenizer, prompts,
+                                                max_new_tokens=max_new_tokens, stop=stop,
+                                                add_special_tokens=add_special_tokens,
+                                                batch_size=batch_size)]
+    if batch_size != 1:
+        raise ValueError("Sampling runs one prompt at a time (each re-seeded): use batch_size=1, "
+                         "or greedy decoding for batches.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": True,
                                "pad_token_id": pad_token_id(tokenizer)}
-    if do_sample:
-        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        options.update({key: value for key, value in sampling.items() if value is not None})
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    options.update({key: value for key, value in sampling.items() if value is not None})
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -122,7 +276,7 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
                 length = encoded["input_ids"].size(1)
                 if stop is not None:
                     options["stopping_criteria"] = StoppingCriteriaList(
-                        [_text_stop(tokenizer, length, stop)])
+                        [_row_progress(tokenizer, length, 1, stop, set())])
                 output = model.generate(**encoded, **options)
                 continuations.append(tokenizer.decode(output[0, length:], skip_special_tokens=True))
     finally:

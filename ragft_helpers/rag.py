@@ -4,16 +4,21 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ragft_helpers.config import Settings, get_settings
-from ragft_helpers.lm import generate
+from ragft_helpers.lm import Generation, generate_greedy
 from ragft_helpers.retrieval import DEFAULT_METHOD, RetrievedChunk, check_question, retrieve
 
 ABSTAIN_TEXT = "I don't know — the knowledge base has nothing on that."
 HISTORY_TURNS = 3  # previous (question, answer) pairs kept in the prompt
 DEFAULT_WINDOW = 2048  # context window when neither the model nor the tokenizer states one
+# Prompt lookup decoding for a single answer: up to this many tokens copied from the prompt (the
+# retrieved text) are proposed and checked in one forward pass; 0 turns it off. Answers copy
+# spans of their sources, so several tokens are often accepted at once; the greedy choice is
+# kept, so only the speed changes.
+PROMPT_LOOKUP = 10
 
 # Cosine similarity of the best chunk below which the bot abstains without calling the model;
 # notebook 04 measures where real, unanswerable and off-topic questions fall.
@@ -36,12 +41,24 @@ _FIRST_SENTENCE = re.compile(r"\s*(\S.*?(?:[.!?][\"')\]]*(?=\s)|(?=\n)))", re.DO
 
 @dataclass
 class Answer:
+    """An answer and where its time went: ``retrieval_ms``, then ``generation_ms`` (building the
+    prompt, ``prefill_ms`` until the first new token, ``decode_ms`` for the rest). An answer
+    generated in a batch (:func:`answer_many`) carries its share of the batch's prefill and
+    decode time (the batch's time over ``batch_rows``); its own retrieval and prompt time."""
+
     text: str
     sources: list[RetrievedChunk]  # the chunks the model saw (or, when abstaining, the best found)
     prompt: str  # "" when the model was not called
     abstained: bool
     retrieval_ms: float
     generation_ms: float
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    batch_rows: int = 1  # answers generated in one batch with this one (1 = alone)
+
+    @property
+    def total_ms(self) -> float:
+        return self.retrieval_ms + self.generation_ms
 
 
 # ---- prompt ------------------------------------------------------------------------------------
@@ -160,27 +177,54 @@ def first_sentence_done(text: str) -> bool:
     return _FIRST_SENTENCE.match(text) is not None
 
 
-def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of ``prompt``, up to the end of its first sentence or line (the bot is
-    asked for one short sentence; stopping there also saves generation time)."""
-    text = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens,
-                    add_special_tokens=not has_chat_template(tokenizer), stop=first_sentence_done)[0]
+def first_sentence(text: str) -> str:
+    """The first sentence (or line) of a generated ``text``, stripped."""
     first = _FIRST_SENTENCE.match(text)
     return (first.group(1) if first else text).strip()
+
+
+def generate_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *,
+                     batch_size: int = 1, prompt_lookup: int = 0) -> list[Generation]:
+    """Greedy continuations of ``prompts`` up to the end of their first sentence or line (the bot
+    is asked for one short sentence; stopping there also saves generation time), as
+    :class:`~ragft_helpers.lm.Generation` records whose ``text`` is that first sentence.
+    ``batch_size`` prompts run per padded batch; ``prompt_lookup`` applies to batches of one."""
+    generated = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                add_special_tokens=not has_chat_template(tokenizer),
+                                stop=first_sentence_done, batch_size=batch_size,
+                                prompt_lookup=prompt_lookup if batch_size == 1 else None)
+    return [replace(g, text=first_sentence(g.text)) for g in generated]
+
+
+def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """Greedy continuation of ``prompt``, up to the end of its first sentence or line."""
+    return generate_answers(model, tokenizer, [prompt], max_new_tokens)[0].text
+
+
+def _retrieve(question: str, k: int, collection, settings: Settings, method: str,
+              threshold: float) -> tuple[list[RetrievedChunk], float, bool]:
+    """The ``k`` chunks for ``question``, the milliseconds it took, and whether to abstain."""
+    start = time.perf_counter()
+    chunks = retrieve(question, k, collection, settings=settings, method=method)
+    retrieval_ms = (time.perf_counter() - start) * 1000
+    return chunks, retrieval_ms, not chunks or chunks[0].score < threshold
 
 
 def answer(question: str, *, model, tokenizer, collection=None, k: int | None = None,
            threshold: float = DEFAULT_THRESHOLD, history: Sequence[tuple[str, str]] | None = None,
            max_new_tokens: int | None = None, settings: Settings | None = None,
-           use_retrieval: bool = True, method: str = DEFAULT_METHOD) -> Answer:
+           use_retrieval: bool = True, method: str = DEFAULT_METHOD,
+           prompt_lookup: int = PROMPT_LOOKUP) -> Answer:
     """Answer ``question`` from the ``k`` best chunks, or abstain without calling the model.
 
     ``k`` defaults to the profile's ``rag_k``; ``method`` is the retrieval method
     (:func:`ragft_helpers.retrieval.retrieve`). The bot abstains (:data:`ABSTAIN_TEXT`) when the
     best chunk's cosine similarity is below ``threshold``. ``k=0`` or ``use_retrieval=False``
     asks the same model with no context (the "without retrieval" side of the comparison).
-    Decoding is greedy; ``max_new_tokens`` defaults to the profile's. A question longer than a
-    quarter of the model's context window is cut, with a warning.
+    Decoding is greedy (with prompt lookup, :data:`PROMPT_LOOKUP`); ``max_new_tokens`` defaults
+    to the profile's. A question longer than a quarter of the model's context window is cut,
+    with a warning. The answer reports retrieval, prefill (time to the first new token) and
+    decode time separately.
     """
     question = check_question(question)
     settings = settings or get_settings()
@@ -191,12 +235,59 @@ def answer(question: str, *, model, tokenizer, collection=None, k: int | None = 
     chunks: list[RetrievedChunk] = []
     retrieval_ms = 0.0
     if use_retrieval and k > 0:
-        start = time.perf_counter()
-        chunks = retrieve(question, k, collection, settings=settings, method=method)
-        retrieval_ms = (time.perf_counter() - start) * 1000
-        if not chunks or chunks[0].score < threshold:
+        chunks, retrieval_ms, abstain = _retrieve(question, k, collection, settings, method, threshold)
+        if abstain:
             return Answer(ABSTAIN_TEXT, chunks, "", True, retrieval_ms, 0.0)
     start = time.perf_counter()
     prompt, chunks = fit_prompt(question, chunks, tokenizer, history, window - max_new_tokens)
-    text = generate_answer(model, tokenizer, prompt, max_new_tokens)
-    return Answer(text, chunks, prompt, False, retrieval_ms, (time.perf_counter() - start) * 1000)
+    generated = generate_answers(model, tokenizer, [prompt], max_new_tokens,
+                                 prompt_lookup=prompt_lookup)[0]
+    return Answer(generated.text, chunks, prompt, False, retrieval_ms,
+                  (time.perf_counter() - start) * 1000, generated.prefill_ms, generated.decode_ms)
+
+
+def answer_many(questions: Sequence[str], *, model, tokenizer, collection=None,
+                k: int | None = None, threshold: float = DEFAULT_THRESHOLD,
+                max_new_tokens: int | None = None, settings: Settings | None = None,
+                use_retrieval: bool = True, method: str = DEFAULT_METHOD,
+                batch_size: int | None = None) -> list[Answer]:
+    """:func:`answer` for many questions at once (no history): retrieval and prompts one question
+    at a time, generation ``batch_size`` prompts per padded batch (default: the profile's
+    ``answer_batch_size``), the shared system prompt run once.
+
+    The answers are those :func:`answer` gives one by one, up to floating-point differences of
+    padded batches. Each answer's ``prefill_ms`` and ``decode_ms`` are its share of its batch's;
+    ``generation_ms`` adds its own prompt building, so summed over the answers the times add up
+    to the run's.
+    """
+    settings = settings or get_settings()
+    max_new_tokens = max_new_tokens or settings.profile.max_new_tokens
+    batch_size = batch_size or settings.profile.answer_batch_size
+    k = settings.profile.rag_k if k is None else k
+    window = context_window(model, tokenizer)
+    answers: list[Answer] = []
+    pending: list[int] = []  # answers still to generate
+    for question in questions:
+        question = fit_question(check_question(question), tokenizer, window // 4)
+        chunks: list[RetrievedChunk] = []
+        retrieval_ms = 0.0
+        if use_retrieval and k > 0:
+            chunks, retrieval_ms, abstain = _retrieve(question, k, collection, settings, method,
+                                                      threshold)
+            if abstain:
+                answers.append(Answer(ABSTAIN_TEXT, chunks, "", True, retrieval_ms, 0.0))
+                continue
+        start = time.perf_counter()
+        prompt, chunks = fit_prompt(question, chunks, tokenizer, None, window - max_new_tokens)
+        answers.append(Answer("", chunks, prompt, False, retrieval_ms,
+                              (time.perf_counter() - start) * 1000))
+        pending.append(len(answers) - 1)
+    generated = generate_answers(model, tokenizer, [answers[i].prompt for i in pending],
+                                 max_new_tokens, batch_size=batch_size)
+    for index, result in zip(pending, generated):
+        reply = answers[index]
+        reply.text, reply.batch_rows = result.text, result.batch_rows
+        reply.prefill_ms = result.prefill_ms / result.batch_rows
+        reply.decode_ms = result.decode_ms / result.batch_rows
+        reply.generation_ms += reply.prefill_ms + reply.decode_ms
+    return answers

@@ -123,3 +123,91 @@ def choose_option(model, tokenizer, prompt: str, options: Sequence[str], *,
         total = first[ids[0]].item() + sum(rest[row, i, ids[i + 1]].item() for i in range(len(ids) - 1))
         scores.append(total / len(ids))
     return max(range(n), key=scores.__getitem__), scores
+
+
+# Padded prompt tokens per forward pass of choose_options: on a CPU a pass of a few hundred tokens
+# already keeps the cores busy, so longer prompts gain nothing from sharing one and padding costs.
+CHOICE_BATCH_TOKENS = 512
+
+
+def _prompt_batches(lengths: list[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Indices of prompts grouped longest first: at most ``batch_size`` per group, and at most
+    ``batch_tokens`` tokens once padded to the group's longest (a prompt longer than that runs
+    alone)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = batches[-1] if batches else None
+        if group and len(group) < batch_size and lengths[group[0]] * (len(group) + 1) <= batch_tokens:
+            group.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]], *,
+                   batch_size: int = 8,
+                   batch_tokens: int = CHOICE_BATCH_TOKENS) -> list[tuple[int, list[float]]]:
+    """:func:`choose_option` for many ``(prompt, options)`` items; one ``(index, scores)`` per
+    item, in order.
+
+    Prompts are grouped by token length, up to ``batch_size`` per group and ``batch_tokens``
+    tokens once padded (:data:`CHOICE_BATCH_TOKENS`; a longer prompt runs alone). Each group runs
+    in one forward pass, padded on the left (attention mask, positions counted from each
+    prompt's first token), which gives the prompts' keys and values and the log-probabilities of
+    each option's first token. Then every option of every prompt in the group runs as one batch
+    on those keys and values (right-padded, each option's tokens at the positions after its
+    prompt). The scores are :func:`choose_option`'s, up to floating-point differences of padded
+    batches.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    pad = pad_token_id(tokenizer)
+    prompts = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt, _ in items]
+    options = [[tokenizer(("" if prompt[-1:].isspace() else " ") + option,
+                          add_special_tokens=False)["input_ids"] for option in choices]
+               for prompt, choices in items]
+    results: list[tuple[int, list[float]] | None] = [None] * len(items)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for rows in _prompt_batches([len(p) for p in prompts], batch_size, batch_tokens):
+                width = max(len(prompts[i]) for i in rows)
+                ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in rows],
+                                   device=device)
+                mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i])
+                                     for i in rows], device=device)
+                head = model(ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                             use_cache=True, logits_to_keep=1)
+                first = head.logits[:, -1].float().log_softmax(-1)  # each option's first token
+                totals = [[first[row, ids_[0]].item() for ids_ in options[i]]
+                          for row, i in enumerate(rows)]
+                n = max(len(options[i]) for i in rows)
+                # n rows per prompt: its options, then a pad for each option it lacks
+                chosen = [options[i][j] if j < len(options[i]) else [pad] for i in rows for j in range(n)]
+                span = max(len(c) for c in chosen)
+                if span > 1:  # one-token options are scored by the first pass alone
+                    cache = head.cache
+                    cache.batch_repeat_interleave(n)
+                    batch = torch.tensor([c + [pad] * (span - len(c)) for c in chosen], device=device)
+                    option_mask = torch.tensor([[1] * len(c) + [0] * (span - len(c)) for c in chosen],
+                                               device=device)
+                    attention = torch.cat([mask.repeat_interleave(n, 0), option_mask], 1)
+                    positions = (mask.sum(1, keepdim=True).repeat_interleave(n, 0)
+                                 + torch.arange(span, device=device))
+                    logits = model(batch, cache=cache, attention_mask=attention,
+                                   position_ids=positions).logits
+                    rest = logits[:, :-1].float().log_softmax(-1)  # position t predicts token t + 1
+                    for row, i in enumerate(rows):
+                        for j, ids_ in enumerate(options[i]):
+                            totals[row][j] += sum(rest[row * n + j, t, ids_[t + 1]].item()
+                                                  for t in range(len(ids_) - 1))
+                for row, i in enumerate(rows):
+                    scores = [total / len(ids_) for total, ids_ in zip(totals[row], options[i])]
+                    results[i] = (max(range(len(scores)), key=scores.__getitem__), scores)
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]

@@ -93,8 +93,7 @@ def chat_widget(*, model, tokenizer, collection, k: int | None = None,
         question.value = ""
         transcript.value = _transcript_html(state["chat"].history)
         sources.value = _rows_html(view.sources)
-        status.value = (f"retrieval {view.retrieval_ms:.0f} ms, generation "
-                        f"{view.generation_ms:.0f} ms" + (" — abstained" if view.abstained else ""))
+        status.value = view.timing() + (" — abstained" if view.abstained else "")
 
     send.on_click(on_send)
     return widgets.VBox([widgets.HBox([question, send]), widgets.HBox([k_slider, reader]),

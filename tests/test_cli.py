@@ -196,6 +196,7 @@ def test_ask_answers_one_question_and_a_batch_with_sources(cli_env, tmp_path, ca
                      "--threshold", "0", "--retrieval", "bm25"]) == 0
     out = capsys.readouterr().out
     assert "Q: How much is the Tern Card?" in out and "1. ferries.md > Ferries > Tern Card" in out
+    assert "ms, generation" in out and "(prefill" in out and "ms, decode" in out
     batch = tmp_path / "q.jsonl"
     batch.write_text('{"question": "Can dogs travel?"}\n\n{"question": "Tern Card price?"}\n')
     out_file = tmp_path / "answers.jsonl"
@@ -204,7 +205,8 @@ def test_ask_answers_one_question_and_a_batch_with_sources(cli_env, tmp_path, ca
     records = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["question"] for r in records] == ["Can dogs travel?", "Tern Card price?"]
     assert records[0]["sources"][0]["file"] == "dogs.txt"
-    assert {"answer", "abstained", "retrieval_ms", "generation_ms"} <= set(records[0])
+    assert {"answer", "abstained", "retrieval_ms", "generation_ms", "prefill_ms",
+            "decode_ms"} <= set(records[0])
 
 
 def test_ask_abstains_below_the_threshold_without_calling_the_model(cli_env, capsys):

@@ -9,7 +9,7 @@ import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import scoring, store, harness, results, viz, widgets
 from ragft_helpers.config import get_settings
 from ragft_helpers.qa import Question
-from tests.tiny_models import tiny_gpt2, tiny_tokenizer
+from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_llama, tiny_tokenizer  # noqa: F401
 
 SENTENCE = "the ferry leaves the harbour at seven and returns at nine ."
 
@@ -73,6 +73,24 @@ def test_length_normalisation_does_not_favour_short_options(trained, tokenizer):
     assert index == 1
 
 
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_batched_multiple_choice_matches_one_question_at_a_time(make, trained, tokenizer):
+    words = SENTENCE.split()
+    items = [("the ferry leaves the harbour at", ["four", "seven", "two pounds", "nine"]),
+             ("the", ["ferry leaves", "island", "a ticket costs four pounds"]),
+             (" ".join(words[2:9]), ["at nine", "returns"]),  # two options only
+             ("a ticket costs", ["four pounds for adults", "two", "the", "nine ."]),
+             ("the island has a lighthouse , a school and", ["a small market", "at seven"])]
+    for model in (trained, make(tokenizer, seed=3, initializer_range=0.5).eval()):
+        alone = [scoring.choose_option(model, tokenizer, prompt, options) for prompt, options in items]
+        # groups of two prompts; groups of up to 12 padded tokens (the longest prompt alone)
+        for batching in ({"batch_size": 2}, {"batch_size": 8, "batch_tokens": 12}):
+            batched = scoring.choose_options(model, tokenizer, items, **batching)
+            assert [index for index, _ in batched] == [index for index, _ in alone]
+            for (_, got), (_, expected) in zip(batched, alone):
+                assert got == pytest.approx(expected, abs=1e-4)
+
+
 def test_option_order_is_a_seeded_permutation():
     first = scoring.option_order(4, 42, "q1")
     assert sorted(first) == [0, 1, 2, 3] and first == scoring.option_order(4, 42, "q1")
@@ -91,6 +109,24 @@ def test_evaluate_system_scores_mc_free_form_and_abstention(trained, tokenizer, 
     assert summary["mc"]["value"] == float(rows.loc["q1", "mc_correct"]) and summary["mc"]["n"] == 1
     assert summary["hallucination"]["n"] == 1 and summary["latency_p50"] > 0
     assert result.peak_memory_mb > 0
+    # each answer's cost: retrieval (none here), prompt, and its share of the batch's generation
+    split = rows[["retrieval_s", "prefill_s", "decode_s"]].sum(axis=1)
+    assert (rows["prefill_s"] > 0).all() and (rows["seconds"] >= split).all()
+    assert (rows["seconds"] - split < 0.5).all()
+
+
+def test_evaluate_system_in_batches_gives_the_one_by_one_results(trained, tokenizer, settings):
+    questions = [_q(), _q("q2", "unanswerable", answer=None), _q("q3", question="the ferry"),
+                 _q("q4", question="a ticket costs four pounds for"), _q("q5", question="the")]
+    system = harness.System("tiny", trained, tokenizer)
+    rows = harness.evaluate_system(system, questions, settings).rows
+    from ragft_helpers import rag
+
+    alone = [rag.answer(q.question, model=trained, tokenizer=tokenizer, use_retrieval=False,
+                        settings=settings) for q in questions]
+    assert list(rows["answer"]) == [a.text for a in alone]
+    choices = [harness.multiple_choice(system, q, settings) for q in questions if q.answerable]
+    assert list(rows["mc_choice"].dropna()) == [c["mc_choice"] for c in choices]
 
 
 def test_free_form_can_run_on_a_subset(trained, tokenizer, settings):

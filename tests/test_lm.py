@@ -2,8 +2,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from ragft_helpers import lm
 from ragft_helpers.lm import DecodingChoice, decode_with, next_token_distribution, token_table
-from tests.tiny_models import tiny_tokenizer
+from tests.tiny_models import TINY_TEXT, one_torch_thread, tiny_gpt2, tiny_llama, tiny_tokenizer  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +53,64 @@ def test_greedy_is_deterministic_and_sampling_follows_the_seed(tiny):
     assert len(samples) > 1
     with pytest.raises(ValueError, match="greedy"):
         decode_with(model, tokenizer, "the", DecodingChoice("beam"), max_new_tokens=2)
+
+
+# ---- batched greedy generation --------------------------------------------------------------------
+
+WORDS = TINY_TEXT.split()
+# prompts of 1 to 20 tokens, so the batches are padded
+PROMPTS = [" ".join(WORDS[start:start + n]) for start, n in
+           [(0, 1), (2, 5), (4, 12), (0, 20), (7, 3), (1, 9), (3, 2), (10, 15)]]
+HEAD = " ".join(WORDS[:18]) + " "  # a beginning longer than lm.MIN_SHARED_PREFIX tokens
+
+
+def _ends_at_punctuation(text: str) -> bool:
+    return bool({".", ","} & set(text.split()))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lively(request):
+    """fp32 tiny models with large random weights: their greedy continuations vary and end
+    (at "." or ",") after different numbers of tokens."""
+    tokenizer = tiny_tokenizer()
+    make = tiny_gpt2 if request.param == "gpt2" else tiny_llama
+    return make(tokenizer, seed=2, initializer_range=0.5).eval(), tokenizer
+
+
+@pytest.mark.parametrize("head", ["", HEAD], ids=["different", "shared-beginning"])
+def test_batched_greedy_answers_equal_unbatched(lively, head):
+    model, tokenizer = lively
+    prompts = [head + p for p in PROMPTS]
+    alone = [lm.generate_greedy(model, tokenizer, p, max_new_tokens=10, stop=_ends_at_punctuation)[0]
+             for p in prompts]
+    batched = lm.generate_greedy(model, tokenizer, prompts, max_new_tokens=10,
+                                 stop=_ends_at_punctuation, batch_size=3)
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert [g.new_tokens for g in batched] == [g.new_tokens for g in alone]
+    # the rows really ended at different steps, by the stop rule and by the token budget
+    assert len({g.new_tokens for g in alone}) > 2 and any(g.new_tokens == 10 for g in alone)
+    assert any(_ends_at_punctuation(g.text) for g in alone)
+    assert sorted(g.batch_rows for g in batched) == [2, 2, 3, 3, 3, 3, 3, 3]  # 8 prompts in 3s
+    assert all(g.prefill_ms > 0 and g.decode_ms >= 0 for g in batched)
+    assert lm.generate(model, tokenizer, prompts, max_new_tokens=10, stop=_ends_at_punctuation,
+                       batch_size=4) == [g.text for g in alone]
+
+
+def test_prompt_lookup_keeps_the_greedy_answer(lively):
+    model, tokenizer = lively
+    prompts = [p + " " + p for p in PROMPTS]  # repeats, so lookup finds candidates to copy
+    for prompt in prompts:
+        plain = lm.generate_greedy(model, tokenizer, prompt, max_new_tokens=10,
+                                   stop=_ends_at_punctuation)[0]
+        lookup = lm.generate_greedy(model, tokenizer, prompt, max_new_tokens=10,
+                                    stop=_ends_at_punctuation, prompt_lookup=4)[0]
+        assert (lookup.text, lookup.new_tokens) == (plain.text, plain.new_tokens)
+
+
+def test_batches_refuse_sampling_and_prompt_lookup(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        lm.generate(model, tokenizer, ["the", "a"], max_new_tokens=2, do_sample=True, batch_size=2)
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        lm.generate_greedy(model, tokenizer, ["the", "a"], max_new_tokens=2, batch_size=2,
+                           prompt_lookup=3)

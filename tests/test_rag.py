@@ -155,6 +155,38 @@ def test_answer_with_and_without_retrieval(collection, settings, tiny):
     assert no_retrieval.prompt == bare.prompt and no_retrieval.text == bare.text
 
 
+def test_answer_reports_retrieval_prefill_and_decode_time(collection, settings, tiny):
+    model, tokenizer = tiny
+    result = rag.answer("When was the lighthouse built?", model=model, tokenizer=tokenizer,
+                        collection=collection, k=2, threshold=0.0, max_new_tokens=4,
+                        settings=settings)
+    assert result.prefill_ms > 0 and result.decode_ms >= 0 and result.batch_rows == 1
+    assert result.prefill_ms + result.decode_ms <= result.generation_ms
+    assert result.total_ms == result.retrieval_ms + result.generation_ms
+
+
+def test_answer_many_gives_the_one_by_one_answers(collection, settings, tiny):
+    model, tokenizer = tiny
+    questions = ["When was the lighthouse built?", "How much is the Tern Card?",
+                 "Can I bring my two dogs on board the ferry?", "Dogs?",
+                 "What do Tern Card holders get off foot-passenger fares?"]
+    options = dict(model=model, tokenizer=tokenizer, collection=collection, k=2, threshold=0.0,
+                   max_new_tokens=6, settings=settings)
+    alone = [rag.answer(q, **options) for q in questions]
+    batched = rag.answer_many(questions, batch_size=2, **options)
+    assert [a.text for a in batched] == [a.text for a in alone]
+    assert [a.prompt for a in batched] == [a.prompt for a in alone]
+    assert [[c.id for c in a.sources] for a in batched] == [[c.id for c in a.sources] for a in alone]
+    assert sorted(a.batch_rows for a in batched) == [1, 2, 2, 2, 2]
+    assert all(a.retrieval_ms > 0 and a.prefill_ms > 0 for a in batched)
+    # below the threshold: abstains without generating, the others still answered in batches
+    mixed = rag.answer_many(["What is the capital of France?", questions[0]], batch_size=4,
+                            **{**options, "threshold": rag.DEFAULT_THRESHOLD})
+    assert mixed[0].abstained and mixed[0].text == rag.ABSTAIN_TEXT and mixed[0].prompt == ""
+    assert not mixed[1].abstained and mixed[1].text == alone[0].text
+    assert rag.answer_many([], **options) == []
+
+
 def test_an_over_long_question_is_cut_with_a_warning(collection, settings, tiny):
     model, tokenizer = tiny
     question = "When was the lighthouse built " + "really " * 200 + "?"
@@ -190,7 +222,8 @@ def test_chat_turn_keeps_history_and_returns_a_table_view(collection, settings, 
     assert len(state.history) == 1 and state.history[0][0] == "When was the lighthouse built?"
     assert [row["rank"] for row in view.sources] == [1, 2]
     assert view.sources[0]["source"] == "lighthouse.md" and 0 < view.sources[0]["score"] <= 1
-    assert not view.error and view.generation_ms > 0
+    assert not view.error and view.generation_ms > 0 and view.prefill_ms > 0
+    assert "prefill" in view.timing() and "decode" in view.timing()
     state, view = chat.chat_turn(state, "What is the capital of France?", k=2,
                                 model=ModelMustNotRun(), tokenizer=tokenizer,
                                 collection=collection, threshold=0.99, settings=settings)
@@ -229,3 +262,4 @@ def test_chat_widget_reader_selector_switches_the_model(collection, settings, ti
     question.value = "When was the lighthouse built?"
     send.click()  # the base stand-in would fail the test if it were asked
     assert "When was the lighthouse built?" in transcript.value and "generation" in status.value
+    assert "prefill" in status.value and "decode" in status.value

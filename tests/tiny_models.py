@@ -57,3 +57,19 @@ def tiny_training_settings(cache_dir):
     base = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(cache_dir)})
     profile = replace(PROFILES["smoke"], train_batch_size=8, eval_max_tokens=64, learning_rate=5e-3)
     return replace(base, profile=profile)
+
+
+def tiny_llama(tokenizer, *, seed: int = 0, max_position_embeddings: int = 128, **config):
+    """A randomly initialised Llama (rotary positions, grouped-query attention) sized to
+    ``tokenizer``, seeded, with its EOS as BOS, EOS and padding; ``config`` overrides other
+    ``LlamaConfig`` fields."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_position_embeddings, bos_token_id=eos,
+                         eos_token_id=eos, pad_token_id=eos, **config)
+    return LlamaForCausalLM(config)
