@@ -290,7 +290,9 @@ runtime
 # 2. Change the learning rate to `5e-4`:
 #    `finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4))`. It trains
 #    anew in its own run folder (folders are keyed by the training settings). Compare its loss
-#    curve with step 5's: expect a faster first drop and a noisier curve.
+#    curve with step 5's. At the smoke profile expect the training loss to drop faster at first
+#    but the validation loss to end *higher* than with the default rate: steps that large
+#    overshoot.
 # 3. Open the run folder, `run.trainer.args.output_dir`. What does its `settings.json` record,
 #    and which checkpoints are kept? (Expect the last two, `save_total_limit=2`.)
 # 4. The perplexity in step 6 uses the base model's tokenizer. Why must before and after be
