@@ -40,6 +40,7 @@ SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
 RUN_FILE = "raft_run.json"
 READERS = ("raft-full", "raft-lora")
+_CITATION = re.compile(r"^\[\d+\] ")  # the source number that opens an answering target
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|$)")
 
 
@@ -94,6 +95,7 @@ class RaftExample:
     question: str  # as asked: the canonical wording or a variant
     sources: tuple[str, ...]  # the context's chunk labels, in prompt order
     oracle: bool  # the chunk that answers the question is in the context
+    oracle_label: str  # that chunk's label ("" when the oracle was removed)
     target: str  # one sentence: the answer, or the abstention
     prompt: str
 
@@ -118,6 +120,14 @@ def target_sentence(question: Question, oracle: Sequence[RetrievedChunk]) -> str
     return min(stated, key=len) if stated else f"{question.answer}."
 
 
+def cited(number: int, sentence: str) -> str:
+    """``sentence`` opened by the number of the source it comes from, as in "[2] The card costs
+    four pounds." Every answering target then starts the same way, so the first word the reader
+    chooses is "answer from a source" or the abstention: with free-form first words, greedy
+    decoding would prefer the one constant reply (the abstention) far too often."""
+    return f"[{number}] {sentence}"
+
+
 def oracle_chunks(question: Question, collection) -> list[RetrievedChunk]:
     """The chunks of ``collection`` from ``question``'s source sections."""
     found = []
@@ -130,14 +140,17 @@ def oracle_chunks(question: Question, collection) -> list[RetrievedChunk]:
 
 
 def build_examples(questions: Sequence[Question], collection, tokenizer, settings: Settings, *,
-                   seed: int | None = None) -> list[RaftExample]:
+                   seed: int | None = None,
+                   held_out_questions: Sequence[Question] = ()) -> list[RaftExample]:
     """RAFT examples for ``questions`` (each phrasing: the question, then up to
     ``raft_phrasings - 1`` variants), contexts from the real retriever over ``collection``.
 
     An answerable question's oracle is removed with probability ``raft_abstain_share``; the
     abstention examples (those, and every unanswerable question's) are then sampled down so that
     they are at most that share of all examples: a constant target that is too frequent is what a
-    small model learns first, and it would answer "I don't know" to everything.
+    small model learns first, and it would answer "I don't know" to everything. Examples whose
+    target holds a ``held_out_questions`` question, variant or answer are left out before that cap,
+    so the share holds in what is trained on.
     """
     profile = settings.profile
     rng = random.Random(f"{settings.seed if seed is None else seed}:raft")
@@ -148,20 +161,24 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
             retrieved = retrieve(text, k + 2, collection, settings=settings)
             relevant = [c for c in retrieved if is_relevant(c.metadata, question)]
             distractors = [c for c in retrieved if not is_relevant(c.metadata, question)]
+            gold: list[RetrievedChunk] = []
             if not question.answerable:
-                context, target, oracle = retrieved[:k], ABSTAIN_TEXT, False
+                context, target = retrieved[:k], ABSTAIN_TEXT
             elif rng.random() < profile.raft_abstain_share:
-                context, target, oracle = distractors[:k], ABSTAIN_TEXT, False
+                context, target = distractors[:k], ABSTAIN_TEXT
             else:
                 gold = (relevant or oracle_chunks(question, collection))[:1]
                 if not gold:
                     continue
                 context = gold + distractors[:k - 1]
                 rng.shuffle(context)  # the oracle may sit anywhere, as retrieval puts it
-                target, oracle = target_sentence(question, gold), True
-            example = RaftExample(question.id, text, tuple(c.label for c in context), oracle,
-                                  target, build_prompt(text, context, tokenizer))
-            (answering if oracle else abstaining).append(example)
+                target = cited(context.index(gold[0]) + 1, target_sentence(question, gold))
+            example = RaftExample(question.id, text, tuple(c.label for c in context), bool(gold),
+                                  gold[0].label if gold else "", target,
+                                  build_prompt(text, context, tokenizer))
+            if held_out_questions and leaks([example], held_out_questions):
+                continue
+            (answering if example.oracle else abstaining).append(example)
     share = profile.raft_abstain_share
     limit = int(len(answering) * share / (1 - share)) if share < 1 else len(abstaining)
     kept = set(rng.sample(range(len(abstaining)), min(limit, len(abstaining))))
@@ -170,8 +187,8 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
 
 def leaks(examples: Sequence[RaftExample], held_out_questions: Sequence[Question]) -> list[str]:
     """Held-out question texts, variants or answers that occur (normalised, whole words) in a
-    training target: each one a leak."""
-    targets = [f" {normalise(e.target)} " for e in examples]
+    training target (after its source number): each one a leak."""
+    targets = [f" {normalise(_CITATION.sub('', e.target))} " for e in examples]
     found = []
     for question in held_out_questions:
         strings = [question.question, *question.variants, *(
@@ -181,13 +198,6 @@ def leaks(examples: Sequence[RaftExample], held_out_questions: Sequence[Question
             if needle.strip() and any(needle in target for target in targets):
                 found.append(f"{question.id}: {text!r}")
     return found
-
-
-def without_leaks(examples: Sequence[RaftExample],
-                  held_out_questions: Sequence[Question]) -> list[RaftExample]:
-    """``examples`` minus those whose target holds a held-out question, variant or answer
-    (common words such as "two" can be an answer to a held-out question)."""
-    return [e for e in examples if not leaks([e], held_out_questions)]
 
 
 def encode(example: RaftExample, tokenizer) -> dict[str, list[int]]:
@@ -285,8 +295,8 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
 def training_examples(settings: Settings, tokenizer, questions: Sequence[Question]) -> list[RaftExample]:
     """The RAFT examples of the train questions, leak-free, from the train-article index."""
     train, test = split_questions(questions)
-    examples = build_examples(train, train_collection(settings), tokenizer, settings)
-    return without_leaks(examples, test)
+    return build_examples(train, train_collection(settings), tokenizer, settings,
+                          held_out_questions=test)
 
 
 def reader_run(name: str, settings: Settings) -> RaftRun | None:
@@ -296,15 +306,17 @@ def reader_run(name: str, settings: Settings) -> RaftRun | None:
 
 
 def ensure_reader(settings: Settings | None, name: str, questions: Sequence[Question], *,
-                  retrain: bool = False) -> RaftRun:
+                  retrain: bool = False, examples: Sequence[RaftExample] | None = None) -> RaftRun:
     """Train and save reader ``name`` unless it is saved with these settings; its
-    :class:`RaftRun`, measured now or read from its folder."""
+    :class:`RaftRun`, measured now or read from its folder. ``examples``: those
+    :func:`training_examples` already built for these settings (built here when omitted)."""
     settings = settings or get_settings()
     run = None if retrain else reader_run(name, settings)
     if run is not None:
         return run
     base = load_causal_lm(settings, verbose=False)
-    examples = training_examples(settings, base.tokenizer, questions)
+    if examples is None:
+        examples = training_examples(settings, base.tokenizer, questions)
     model, tokenizer, run = train_reader(name, examples, settings, base=base)
     folder = reader_dir(name, settings)
     save_checkpoint(model, tokenizer, folder)

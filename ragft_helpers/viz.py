@@ -69,9 +69,11 @@ def plot_next_token_distribution(distribution, ax=None, title: str | None = None
     return ax
 
 
-def plot_accuracy(table, systems: Sequence[str], ax=None):
+def plot_accuracy(table, systems: Sequence[str], ax=None, *,
+                  ylabel: str = "multiple-choice accuracy", chance: float | None = 0.25):
     """Grouped bars from :func:`accuracy_table` (one group per metric, one bar per system) with
-    the bootstrap intervals as whiskers; returns the matplotlib Axes."""
+    the bootstrap intervals as whiskers, and a dotted line at ``chance`` (None: no line);
+    returns the matplotlib Axes."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -85,9 +87,10 @@ def plot_accuracy(table, systems: Sequence[str], ax=None):
         errors = np.vstack([rows["value"] - rows["low"], rows["high"] - rows["value"]])
         ax.bar(x, rows["value"], width, yerr=np.nan_to_num(errors), capsize=2, label=system)
     ax.set_xticks(np.arange(len(metrics)), [m.removeprefix("mc_") for m in metrics])
-    ax.set_ylabel("multiple-choice accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
-    ax.axhline(0.25, color="grey", linestyle=":", linewidth=1, label="chance (4 options)")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance (4 options)")
     ax.legend(fontsize=8, ncol=4)
     ax.grid(axis="y", alpha=0.3)
     return ax

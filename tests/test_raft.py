@@ -65,15 +65,28 @@ def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(coll
     assert 80 <= len(with_oracle) <= 100  # 120 phrasings (question + one variant), a quarter without
     # abstention targets are capped at the share: 25% of all examples, i.e. a third of the others
     assert len(examples) - len(with_oracle) <= len(with_oracle) // 3
-    assert all(e.sources == ("tern-card.md > Tern Card > Cost",) for e in with_oracle)
-    assert all(e.target == "The Tern Card costs four pounds a year." for e in with_oracle)
+    assert all(e.sources == ("tern-card.md > Tern Card > Cost",) == (e.oracle_label,)
+               for e in with_oracle)
+    # the target cites the oracle's place in the context
+    assert all(e.target == "[1] The Tern Card costs four pounds a year." for e in with_oracle)
     abstaining = [e for e in examples if not e.oracle]
     assert all(e.target == rag.ABSTAIN_TEXT and "tern-card.md > Tern Card > Cost" not in e.sources
-               for e in abstaining)
+               and e.oracle_label == "" for e in abstaining)
     assert 0.12 <= len(abstaining) / len(examples) <= 0.38  # share 0.25
     none = raft.build_examples(questions[:5], collection, tokenizer,
                                settings.with_budgets(raft_abstain_share=0.0))
     assert all(e.oracle for e in none)
+
+
+def test_leaking_examples_are_left_out_before_the_abstention_cap(collection, settings):
+    tokenizer = tiny_tokenizer()
+    questions = [question(f"q{n}") for n in range(60)]
+    # a held-out question whose answer is in every oracle target: every answering example leaks
+    held_out = [question("t1", "what does the card cost ?", answer="four pounds")]
+    examples = raft.build_examples(questions, collection, tokenizer, settings,
+                                   held_out_questions=held_out)
+    assert raft.leaks(examples, held_out) == []
+    assert examples == []  # no answering examples left, so no abstention targets either
 
 
 def test_unanswerable_questions_teach_the_abstention(collection, settings):
@@ -101,14 +114,15 @@ def test_prompts_use_the_chat_template_and_only_the_target_carries_loss(collecti
     assert encoded["labels"][prompt_length:] == target == encoded["input_ids"][prompt_length:]
 
 
-def test_leaks_are_found_and_removed():
+def test_leaks_are_found():
     held_out = [question("t1", "who runs the cafe ?", answer="the purser")]
-    clean = raft.RaftExample("q1", "?", (), True, "The card costs four pounds.", "p")
-    leaked = raft.RaftExample("q2", "?", (), True, "Ask the Purser at the desk.", "p")
-    asked = raft.RaftExample("q3", "?", (), True, "Who runs the cafe?", "p")
+    clean = raft.RaftExample("q1", "?", (), True, "x", "The card costs four pounds.", "p")
+    leaked = raft.RaftExample("q2", "?", (), True, "x", "Ask the Purser at the desk.", "p")
+    asked = raft.RaftExample("q3", "?", (), True, "x", "Who runs the cafe?", "p")
     assert raft.leaks([clean], held_out) == []
+    cited = raft.RaftExample("q4", "?", (), True, "x", "[2] The card costs four pounds.", "p")
+    assert raft.leaks([cited], [question("t2", "how many ?", answer="2")]) == []
     assert raft.leaks([leaked, asked], held_out) == ["t1: 'who runs the cafe ?'", "t1: 'the purser'"]
-    assert raft.without_leaks([clean, leaked, asked], held_out) == [clean]
 
 
 def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, settings):
