@@ -6,6 +6,11 @@ derived from content, so the same ids mean the same texts. :func:`sync` rebuilds
 ids changed; ``store.index_folder`` calls it after every (re)index, and :func:`lexical_index`
 checks it before every search. It is saved in ``RAGFT_CACHE_DIR/lexical/<collection id>/``, which
 works the same for an embedded index and a ``RAGFT_CHROMA_URL`` server.
+
+Typos are corrected before a search (:meth:`LexicalIndex.correct`) against the index's own
+vocabulary, which is rebuilt with it. Words of an English dictionary (the word list of
+``symspellpy``, :func:`english_words`) are never corrected: "battery" must not become "bakery" only
+because the index happens to lack the word.
 """
 from __future__ import annotations
 
@@ -13,13 +18,16 @@ import hashlib
 import json
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 from ragft_helpers.config import Settings, get_settings
 
 MANIFEST = "ragft-lexical.json"
+FORMAT = 2  # of the saved index; a saved index of another format is rebuilt
 LANGUAGE = "english"  # the Snowball stemmer and bm25s's stop-word list
 _WORD = re.compile(r"[A-Za-z]+")
 MIN_CORRECTED_LENGTH = 4  # shorter words are left as typed: too many neighbours one edit away
@@ -41,8 +49,19 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 
 
 def vocabulary(texts: Sequence[str]) -> list[str]:
-    """The distinct lower-case words of ``texts``, sorted."""
-    return sorted({word.lower() for text in texts for word in _WORD.findall(text)})
+    """The distinct lower-case words of ``texts``, the most frequent first (then alphabetically),
+    so that of two corrections equally close the more frequent word wins."""
+    counts = Counter(word.lower() for text in texts for word in _WORD.findall(text))
+    return sorted(counts, key=lambda word: (-counts[word], word))
+
+
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """The 82,765 words of ``symspellpy``'s English frequency dictionary, lower case."""
+    from importlib.resources import files
+
+    text = (files("symspellpy") / "frequency_dictionary_en_82_765.txt").read_text(encoding="utf-8")
+    return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line.strip())
 
 
 @dataclass
@@ -56,6 +75,7 @@ class LexicalIndex:
 
     def __post_init__(self):
         self._known = set(self.words)
+        self._position = {id_: i for i, id_ in enumerate(self.ids)}
 
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str]) -> "LexicalIndex":
@@ -68,14 +88,19 @@ class LexicalIndex:
 
     def correct(self, query: str) -> str:
         """``query`` with each word the index does not know replaced by the closest word it does
-        (one edit away, two for words of 7+ letters; a swap of neighbours counts as one edit),
-        so "retrun tikcet orvanny" finds "return ticket orvanay". Known words stay as typed."""
+        (one edit away, two for words of 7+ letters; a swap of neighbours counts as one edit; of
+        equally close words the more frequent in the index), so "retrun tikcet orvanny" finds
+        "return ticket orvanay". Words the index knows and English words (:func:`english_words`)
+        stay as typed."""
         from rapidfuzz import distance, process
+
+        english = english_words()
 
         def fix(match):
             word = match.group(0)
             lower = word.lower()
-            if len(lower) < MIN_CORRECTED_LENGTH or lower in self._known or not self.words:
+            if (len(lower) < MIN_CORRECTED_LENGTH or lower in self._known or lower in english
+                    or not self.words):
                 return word
             best = process.extractOne(lower, self.words, scorer=distance.OSA.distance,
                                       score_cutoff=1 if len(lower) < 7 else 2)
@@ -95,24 +120,38 @@ class LexicalIndex:
                                                   show_progress=False)
         return [(self.ids[int(i)], float(s)) for i, s in zip(indices[0], scores[0]) if s > 0]
 
+    def scores(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        """The BM25 score of ``query`` for each chunk of ``ids`` (0 for a chunk sharing no term
+        with it, or not in the index)."""
+        tokens = tokenize([query])[0]
+        if not self.ids or not tokens:
+            return {id_: 0.0 for id_ in ids}
+        every = self.retriever.get_scores(tokens)
+        return {id_: float(every[self._position[id_]]) if id_ in self._position else 0.0
+                for id_ in ids}
+
     def save(self, folder: Path) -> None:
         staging = folder.with_name(folder.name + ".saving")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         if self.ids:
             self.retriever.save(str(staging), show_progress=False)
-        (staging / MANIFEST).write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids,
-                                                    "words": self.words}), encoding="utf-8")
+        (staging / MANIFEST).write_text(json.dumps({"format": FORMAT, "fingerprint": self.fingerprint,
+                                                    "ids": self.ids, "words": self.words}),
+                                        encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
 
     @classmethod
     def load(cls, folder: Path) -> "LexicalIndex | None":
-        """The index saved in ``folder``, or ``None`` when there is none (or it is unreadable)."""
+        """The index saved in ``folder``, or ``None`` when there is none (or it is unreadable, or
+        of another :data:`FORMAT`)."""
         import bm25s
 
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT:
+                return None
             retriever = (bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
                          if manifest["ids"] else bm25s.BM25())
             return cls(manifest["ids"], retriever, manifest["fingerprint"], manifest["words"])

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ragft_helpers.config import Settings
+from ragft_helpers.fusion import convex_fusion
 from ragft_helpers.lexical import lexical_index
 from ragft_helpers.store import embed_query, open_collection, require_index
 
 METHODS = ("dense", "bm25", "hybrid")
 DEFAULT_METHOD = "hybrid"  # the best of the three on realistically phrased questions (notebook 03)
-CANDIDATES = 20  # chunks each ranking contributes to a hybrid fusion
+CANDIDATES = 20  # chunks each side contributes to a hybrid fusion
 RRF_C = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
 
 
@@ -63,7 +64,8 @@ def _fetch(collection, ids: list[str], embedding: list[float]) -> dict[str, tupl
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], c: int = RRF_C) -> list[tuple[str, float]]:
     """Ids ordered by the sum over ``rankings`` of ``1 / (c + rank)`` (rank from 1), best first;
-    ties keep the order of first appearance."""
+    ties keep the order of first appearance. Ranks only: the fusion hybrid retrieval used before
+    :func:`ragft_helpers.fusion.convex_fusion`, which measured better (benchmarks/README.md)."""
     fused: dict[str, float] = {}
     for ranking in rankings:
         for rank, id_ in enumerate(ranking, start=1):
@@ -76,8 +78,9 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     """The ``k`` chunks most relevant to ``question``, best first.
 
     ``method``: "dense" (Chroma's nearest embeddings), "bm25" (the lexical index beside it,
-    :mod:`ragft_helpers.lexical`) or "hybrid" (reciprocal-rank fusion of the two, each ranking
-    :data:`CANDIDATES` chunks deep). BM25 and hybrid first correct words the index does not
+    :mod:`ragft_helpers.lexical`) or "hybrid" (the :data:`CANDIDATES` best chunks of each,
+    ranked by a weighted sum of their normalised dense and BM25 scores,
+    :func:`ragft_helpers.fusion.convex_fusion`). BM25 and hybrid first correct words the index does not
     know (typos) to the closest words it does (:meth:`LexicalIndex.correct`). Every chunk's
     ``score`` is its cosine similarity to the (corrected) question, whatever ranked it, so one
     threshold means the same for every method.
@@ -99,7 +102,13 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
         ranked = list(found)
     else:
         lexical_ids = [id_ for id_, _ in bm25.search(query, depth)]
-        rankings = [lexical_ids] if method == "bm25" else [list(found), lexical_ids]
-        ranked = [id_ for id_, _ in reciprocal_rank_fusion(rankings)][:k]
+        if method == "bm25":
+            ranked = lexical_ids[:k]
+        else:  # each candidate of either side with both of its scores
+            found.update(_fetch(collection, [id_ for id_ in lexical_ids if id_ not in found], embedding))
+            candidates = list(dict.fromkeys([*(row[0] for row in dense), *lexical_ids]))
+            lexical_scores = bm25.scores(query, candidates)
+            ranked = [id_ for id_, _ in convex_fusion(
+                {id_: (found[id_][3], lexical_scores[id_]) for id_ in candidates})][:k]
         found.update(_fetch(collection, [id_ for id_ in ranked if id_ not in found], embedding))
     return [RetrievedChunk(*found[id_]) for id_ in ranked[:k]]

@@ -82,6 +82,8 @@ def test_a_server_index_is_shared_and_survives_a_crash(chroma_server, tmp_path):
     assert hits[0].metadata["source"] == "pets.md"
     for method in retrieval.METHODS:  # the BM25 side works the same beside a server
         assert retrieval.retrieve(QUESTION, 1, settings=settings, method=method)[0].metadata["source"] == "pets.md"
+    typo = retrieval.retrieve("wher can I buy sandwhiches", 1, settings=settings)  # corrected, then fused
+    assert typo[0].metadata["source"] == "catering.md"
     assert not store.persistent_path(settings).exists()  # nothing went to the embedded index
 
     chroma_server.crash()

@@ -13,7 +13,7 @@ LAYERS = [
     ["config", "hub", "machine"],  # settings and the machine; no ragft_helpers imports
     ["server", "assets", "wikitext"],  # where things come from
     ["corpus", "qa", "lm"],  # documents and chunks, the question set, language-model basics
-    ["lexical"],  # the BM25 index beside Chroma
+    ["lexical", "fusion"],  # the BM25 index beside Chroma; fusing dense and BM25 scores
     ["scoring", "store"],  # the scoring rules; the Chroma index
     ["retrieval", "retrieval_metrics"],
     ["rag", "chat"],

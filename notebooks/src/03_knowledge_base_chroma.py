@@ -188,9 +188,11 @@ assert quality.loc["all", "hit@5"] >= 0.6 and quality.loc["all", "hit@1"] >= 0.4
 # So far the index matched *meaning*: the question's embedding against the chunks' (**dense**).
 # Real customers also type codes, names and keywords, and they make typos. **BM25** matches
 # *words* instead (weighted by how rare each word is), from an index kept beside Chroma and
-# rebuilt whenever the chunks change. **Hybrid** fuses the two rankings by reciprocal rank:
-# a chunk's score is the sum of `1 / (60 + rank)` over both lists. Before the word search, words
-# the index has never seen are corrected to the closest word it has (`retrun` → `return`).
+# rebuilt whenever the chunks change. **Hybrid** takes the top 20 chunks of each and scores every
+# one on both sides; each side's scores are rescaled so its best candidate gets 1 and its worst 0,
+# and a chunk's hybrid score is `0.6 × dense + 0.4 × BM25` (`ragft_helpers.fusion`). Before the
+# word search, words the index has never seen are corrected to the closest word it has (`retrun`
+# → `return`); English words it lacks ("battery") are left as typed.
 #
 # The questions in `data/qa` are written cleanly. Each also has four **variants** phrased as
 # people type: casual lower case, with typos, terse keywords, and long-winded with personal
