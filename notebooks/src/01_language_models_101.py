@@ -254,9 +254,11 @@ print(f"shuffling the words raises perplexity {shuffled_ppl.perplexity / base_pp
 #    the tail.)
 # 4. Compute perplexity with a stride of half the block size:
 #    `lm.perplexity(model, tokenizer, wikitext["validation"], max_length=settings.profile.block_size,
-#    stride=settings.profile.block_size // 2, max_tokens=settings.profile.eval_max_tokens)`.
-#    Expect a lower perplexity (most tokens are now predicted with more context before them) and
-#    about twice the windows, so about twice the time.
+#    stride=settings.profile.block_size // 2, max_tokens=settings.profile.eval_max_tokens)`, and
+#    the same call with `stride=settings.profile.block_size` (windows that do not overlap: step 5's
+#    stride at the `smoke` and `laptop` profiles). Expect a lower perplexity with half the stride
+#    (most tokens are now predicted with more context before them) and about twice the windows,
+#    so about twice the time.
 # 5. Perplexity depends on the tokenizer. Why can you not compare GPT-2's perplexity directly
 #    with SmolLM2's?
 #

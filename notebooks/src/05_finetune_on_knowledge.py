@@ -227,8 +227,10 @@ print("KB-text perplexity change:", (learned["KB-text perplexity"] / base_ppl - 
 # 3. Count what LoRA on the MLP projections too would train:
 #    `from peft import LoraConfig, get_peft_model`, then
 #    `get_peft_model(assets.load_causal_lm(settings, verbose=False).model, LoraConfig(r=16,
-#    target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])).print_trainable_parameters()`.
-#    Expect about four times the trainable parameters of step 3. Is it worth it?
+#    target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])).print_trainable_parameters()`
+#    (the module names of SmolLM2 and other Llama-type models; on GPT-2 use
+#    `target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True`). Expect about four times
+#    the trainable parameters of step 3. Is it worth it?
 # 4. Write a question that *would* leak and check that `find_leaks` catches it:
 #    `injection.find_leaks([dataclasses.replace(questions[0], question="The Tern Card has an
 #    annual fee of £25.00.")], augmented)` (after `import dataclasses`). Expect

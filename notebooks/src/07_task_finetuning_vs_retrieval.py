@@ -330,8 +330,9 @@ print(f"- New intent: indexing {len(new_examples)} examples took {adapt_seconds:
 #    `tasks.ensure_classifier("minilm", train, settings.with_budgets(task_epochs=1.0))` (a new
 #    folder, so it trains) and load it with the same settings. How much macro-F1 does it lose?
 # 3. Find the messages the best classifier gets wrong:
-#    `scored[best][~scored[best]["correct"]]`. Which precedence rule of `data/README.md` explains
-#    most of them?
+#    `scored[best][~scored[best]["correct"]]`. Which of them does a precedence rule of
+#    `data/README.md` explain (money back is `refund`, a complaint without a money-back request is
+#    `complaint`, ...), and which intents does the classifier confuse in the others?
 # 4. Add `group_travel` with only 3 examples (`tasks.select(tickets, "train", [tasks.NEW_LABEL], 3)`):
 #    remove the label from the index first with `tasks.remove_label(collection, tasks.NEW_LABEL)`,
 #    index the three, and measure kNN's recall again.
