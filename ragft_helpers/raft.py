@@ -40,7 +40,10 @@ SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
 RUN_FILE = "raft_run.json"
 READERS = ("raft-full", "raft-lora")
-_CITATION = re.compile(r"^\[\d+\] ")  # the source number that opens an answering target
+_CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
+# How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
+# the place retrieval gave it, and an answering target opens with "[n]: ".
+EXAMPLE_LAYOUT = "oracle at its retrieval rank; target '[n]: sentence'"
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|$)")
 
 
@@ -121,11 +124,13 @@ def target_sentence(question: Question, oracle: Sequence[RetrievedChunk]) -> str
 
 
 def cited(number: int, sentence: str) -> str:
-    """``sentence`` opened by the number of the source it comes from, as in "[2] The card costs
+    """``sentence`` opened by the number of the source it comes from, as in "[2]: The card costs
     four pounds." Every answering target then starts the same way, so the first word the reader
     chooses is "answer from a source" or the abstention: with free-form first words, greedy
-    decoding would prefer the one constant reply (the abstention) far too often."""
-    return f"[{number}] {sentence}"
+    decoding would prefer the one constant reply (the abstention) far too often. The colon keeps
+    the reader from continuing the way the context block does after a number ("[2] (source >
+    heading)")."""
+    return f"[{number}]: {sentence}"
 
 
 def oracle_chunks(question: Question, collection) -> list[RetrievedChunk]:
@@ -137,6 +142,20 @@ def oracle_chunks(question: Question, collection) -> list[RetrievedChunk]:
                   in zip(stored["ids"], stored["documents"], stored["metadatas"])
                   if is_relevant(metadata, question)]
     return found
+
+
+def oracle_in_context(oracle: RetrievedChunk, retrieved: Sequence[RetrievedChunk],
+                      distractors: Sequence[RetrievedChunk], k: int, rng: random.Random) -> list[RetrievedChunk]:
+    """A context of ``k`` chunks that holds ``oracle`` where retrieval put it: the top ``k`` as
+    retrieved when the oracle is among them (other chunks of its section included), else ``k - 1``
+    distractors with the oracle at a random place. The reader then sees the oracle first about as
+    often as it will at question time, and learns to look past the first place when it is not."""
+    ids = [chunk.id for chunk in retrieved[:k]]
+    if oracle.id in ids:
+        return list(retrieved[:k])
+    context = list(distractors[:k - 1])
+    context.insert(rng.randrange(len(context) + 1), oracle)
+    return context
 
 
 def build_examples(questions: Sequence[Question], collection, tokenizer, settings: Settings, *,
@@ -170,8 +189,7 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
                 gold = (relevant or oracle_chunks(question, collection))[:1]
                 if not gold:
                     continue
-                context = gold + distractors[:k - 1]
-                rng.shuffle(context)  # the oracle may sit anywhere, as retrieval puts it
+                context = oracle_in_context(gold[0], retrieved, distractors, k, rng)
                 target = cited(context.index(gold[0]) + 1, target_sentence(question, gold))
             example = RaftExample(question.id, text, tuple(c.label for c in context), bool(gold),
                                   gold[0].label if gold else "", target,
@@ -243,6 +261,7 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
             "raft_learning_rate": profile.raft_learning_rate, "rag_k": profile.rag_k,
             "raft_abstain_share": profile.raft_abstain_share,
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
+            "layout": EXAMPLE_LAYOUT,
             "model": base.name, "model_source": base.location, "data": data_fingerprint()}
     if name == "raft-lora":
         spec.update(lora_rank=profile.lora_rank,

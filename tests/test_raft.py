@@ -68,7 +68,7 @@ def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(coll
     assert all(e.sources == ("tern-card.md > Tern Card > Cost",) == (e.oracle_label,)
                for e in with_oracle)
     # the target cites the oracle's place in the context
-    assert all(e.target == "[1] The Tern Card costs four pounds a year." for e in with_oracle)
+    assert all(e.target == "[1]: The Tern Card costs four pounds a year." for e in with_oracle)
     abstaining = [e for e in examples if not e.oracle]
     assert all(e.target == rag.ABSTAIN_TEXT and "tern-card.md > Tern Card > Cost" not in e.sources
                and e.oracle_label == "" for e in abstaining)
@@ -120,7 +120,7 @@ def test_leaks_are_found():
     leaked = raft.RaftExample("q2", "?", (), True, "x", "Ask the Purser at the desk.", "p")
     asked = raft.RaftExample("q3", "?", (), True, "x", "Who runs the cafe?", "p")
     assert raft.leaks([clean], held_out) == []
-    cited = raft.RaftExample("q4", "?", (), True, "x", "[2] The card costs four pounds.", "p")
+    cited = raft.RaftExample("q4", "?", (), True, "x", "[2]: The card costs four pounds.", "p")
     assert raft.leaks([cited], [question("t2", "how many ?", answer="2")]) == []
     assert raft.leaks([leaked, asked], held_out) == ["t1: 'who runs the cafe ?'", "t1: 'the purser'"]
 
@@ -155,3 +155,20 @@ def test_the_real_training_targets_leak_no_held_out_question_or_answer(tmp_path)
     examples = raft.training_examples(settings, tiny_tokenizer(), questions)
     assert len(examples) > 100 and raft.leaks(examples, test) == []
     assert {e.question_id for e in examples}.isdisjoint({q.id for q in test})
+
+
+def test_the_oracle_keeps_its_retrieval_rank_and_is_placed_at_random_when_not_retrieved():
+    import random
+
+    from ragft_helpers.retrieval import RetrievedChunk
+
+    chunks = [RetrievedChunk(f"c{n}", f"text {n}", {"source": f"{n}.md"}, 1 - n / 10) for n in range(6)]
+    oracle, distractors = chunks[1], [c for c in chunks if c is not chunks[1]]
+    assert raft.oracle_in_context(oracle, chunks, distractors, 3, random.Random(0)) == chunks[:3]
+    missing = RetrievedChunk("gold", "gold text", {"source": "gold.md"}, 0.0)
+    places = set()
+    for seed in range(20):
+        context = raft.oracle_in_context(missing, chunks, chunks, 3, random.Random(seed))
+        assert len(context) == 3 and [c for c in context if c is not missing] == chunks[:2]
+        places.add(context.index(missing))
+    assert places == {0, 1, 2}
