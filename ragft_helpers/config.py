@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Mapping
 
@@ -18,6 +19,10 @@ QUESTIONS_FILE = DATA_DIR / "qa" / "questions.jsonl"
 DEFAULT_PROFILE = "laptop"
 DEFAULT_SEED = 42
 PRECISIONS = ("auto", "fp32", "bf16")  # RAGFT_PRECISION: training precision, see training.mixed_precision
+# RAGFT_SUPERSEDE: how retrieval ranks what a notice in force supersedes (ragft_helpers.retrieval);
+# "none" treats notices as ordinary documents.
+SUPERSEDE_MODES = ("none", "rewrite", "demote", "article")
+DEFAULT_SUPERSEDE = "rewrite"
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,10 @@ class Settings:
     seed: int = DEFAULT_SEED
     chroma_url: str | None = None  # RAGFT_CHROMA_URL
     precision: str = "auto"  # RAGFT_PRECISION
+    # RAGFT_AS_OF (YYYY-MM-DD): the date notices in data/knowledge_updates are judged against
+    # (a notice supersedes from its Effective date on); None = today.
+    as_of: date | None = None
+    supersede: str = DEFAULT_SUPERSEDE  # RAGFT_SUPERSEDE, one of SUPERSEDE_MODES
 
     def with_budgets(self, **changes) -> "Settings":
         """These settings with some profile budgets changed, e.g. ``learning_rate=5e-4``."""
@@ -230,6 +239,24 @@ def _parse_precision(raw: str) -> str:
     return value
 
 
+def _parse_as_of(raw: str) -> date | None:
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"RAGFT_AS_OF={raw!r} is not a date; write it as YYYY-MM-DD, e.g. "
+                          "2025-03-01, or unset it to use today's date.") from None
+
+
+def _parse_supersede(raw: str) -> str:
+    value = raw.strip().lower() or DEFAULT_SUPERSEDE
+    if value not in SUPERSEDE_MODES:
+        raise ConfigError(f"RAGFT_SUPERSEDE={raw!r} is not a way to rank superseded text; use one "
+                          f"of: {', '.join(SUPERSEDE_MODES)}.")
+    return value
+
+
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -243,6 +270,8 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         seed=_parse_seed(env.get("RAGFT_SEED", "").strip() or str(DEFAULT_SEED)),
         chroma_url=env.get("RAGFT_CHROMA_URL", "").strip() or None,
         precision=_parse_precision(env.get("RAGFT_PRECISION", "")),
+        as_of=_parse_as_of(env.get("RAGFT_AS_OF", "").strip()),
+        supersede=_parse_supersede(env.get("RAGFT_SUPERSEDE", "")),
     )
 
 

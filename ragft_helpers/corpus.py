@@ -22,6 +22,12 @@ Chunk ids: ``sha256(folder, source, heading_path, text, occurrence)[:16]`` in he
 ``occurrence`` counts earlier chunks of the same document with the same heading path and text.
 The same text at the same place always gets the same id, so re-indexing can skip it; two identical
 chunks in one document still get distinct ids.
+
+Notices: a document whose first lines after its title are ``Effective: YYYY-MM-DD`` and
+``Supersedes: <file>[, <file> ...]`` (the updates in ``data/knowledge_updates/``) is a notice that
+replaces facts of the named files from that date. Every chunk of it carries ``notice`` (``True``),
+``effective`` (the ISO date) and ``supersedes`` (the file names, joined by ``", "``) in its
+metadata; chunks of other documents carry none of them. Retrieval uses them (:mod:`ragft_helpers.retrieval`).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import string
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -63,6 +70,10 @@ _WORD = re.compile(r"\S+")
 _PARAGRAPH_TEXT = re.compile(r"[^\n]*\S[^\n]*(?:\n[ \t]*\S[^\n]*)*")  # non-blank lines in a row
 _MARKUP_SUFFIXES = (".md", ".markdown", ".raw")  # every other suffix is plain text (.txt, .rst, ...)
 _ADORNMENT_CHARS = frozenset(string.punctuation)
+
+_FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z -]*):[ \t]*(.*?)[ \t]*$")
+NOTICE_FIELDS = ("notice", "effective", "supersedes")  # chunk metadata keys of a notice
+SUPERSEDES_SEPARATOR = ", "
 
 # How strongly a chunk should end just before a unit that starts ...
 _PARAGRAPH, _LINE, _SENTENCE_START, _WORD_START = 3, 2, 1, 0
@@ -178,6 +189,50 @@ def load_documents(folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERN
         raise ValueError(f"No readable documents in {folder}: put text files ending in "
                          f"{', '.join(p.lstrip('*') for p in patterns)} there (UTF-8).")
     return documents
+
+
+# ---- notices -----------------------------------------------------------------------------------
+
+def notice_fields(text: str, name: str = "") -> dict:
+    """``{"notice": True, "effective": "YYYY-MM-DD", "supersedes": "a.md, b.md"}`` when ``text``
+    is a notice, else ``{}``.
+
+    The fields are ``Key: value`` lines right after the title (blank lines and the ``#`` title
+    line may come before them); the first other line ends them. Both ``Effective`` (an ISO date)
+    and ``Supersedes`` (one or more file names, separated by commas) are needed; a notice with
+    only one of them, or with a date that is not a date, is read as an ordinary document, with a
+    warning naming ``name``.
+    """
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or (not found and _MD_HEADING.match(stripped)):
+            continue
+        match = _FIELD_LINE.match(stripped)
+        if not match:
+            break
+        found[match.group(1).strip().lower()] = match.group(2)
+    effective, supersedes = found.get("effective"), found.get("supersedes")
+    if effective is None and supersedes is None:
+        return {}
+    files = [part.strip() for part in (supersedes or "").split(",") if part.strip()]
+    try:
+        day = date.fromisoformat(effective or "")
+    except ValueError:
+        day = None
+    if day is None or not files:
+        warnings.warn(f"{name or 'A document'} starts like a notice (Effective: {effective!r}, "
+                      f"Supersedes: {supersedes!r}) but a notice needs both 'Effective: YYYY-MM-DD' "
+                      "and 'Supersedes: <file>.md': it is indexed as an ordinary document that "
+                      "supersedes nothing.", stacklevel=3)
+        return {}
+    return {"notice": True, "effective": day.isoformat(),
+            "supersedes": SUPERSEDES_SEPARATOR.join(files)}
+
+
+def superseded_sources(metadata: dict) -> list[str]:
+    """The files a notice chunk supersedes (``[]`` for any other chunk)."""
+    return [part.strip() for part in (metadata.get("supersedes") or "").split(",") if part.strip()]
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -391,6 +446,7 @@ def chunk_document(doc: Document, *, max_tokens: int = 200, overlap: int = 40,
     count = count_tokens or word_count
     chunks: list[Chunk] = []
     seen: Counter = Counter()
+    notice = notice_fields(doc.text, doc.source)
     split = _plain_units if is_plain_text(doc.source) else _units
     for section in _sections(doc):
         prefix = section.heading_path + "\n"
@@ -413,7 +469,7 @@ def chunk_document(doc: Document, *, max_tokens: int = 200, overlap: int = 40,
             chunks.append(Chunk(digest.hexdigest()[:16], text, {
                 "source": doc.source, "folder": doc.folder, "title": doc.title,
                 "heading_path": section.heading_path, "start_char": start, "end_char": end,
-                "chunk_index": len(chunks)}))
+                "chunk_index": len(chunks), **notice}))
     return chunks
 
 
@@ -426,6 +482,6 @@ __all__ = [
     "Chunk", "DEFAULT_PATTERNS", "Document", "FALLBACK_DIR", "RAW_FILES", "WikiTextError",
     "article_title", "cap_lines", "chunk_document", "chunk_documents", "detokenize",
     "document_title", "heading_level", "is_heading", "is_plain_text", "load_documents",
-    "load_raw_folder", "load_wikitext", "raw_files", "read_raw_lines", "split_articles",
-    "split_by_articles", "undo_escapes", "word_count",
+    "load_raw_folder", "load_wikitext", "notice_fields", "raw_files", "read_raw_lines",
+    "split_articles", "split_by_articles", "superseded_sources", "undo_escapes", "word_count",
 ]

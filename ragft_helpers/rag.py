@@ -9,7 +9,8 @@ from typing import Sequence
 
 from ragft_helpers.config import Settings, get_settings
 from ragft_helpers.lm import Generation, generate_greedy
-from ragft_helpers.retrieval import DEFAULT_METHOD, RetrievedChunk, check_question, retrieve
+from ragft_helpers.retrieval import (DEFAULT_METHOD, RetrievedChunk, apply_changes, check_question,
+                                     new_values_only, retrieve)
 
 ABSTAIN_TEXT = "I don't know — the knowledge base has nothing on that."
 HISTORY_TURNS = 3  # previous (question, answer) pairs kept in the prompt
@@ -82,10 +83,35 @@ def as_data(text: str, tokenizer=None) -> str:
     return _SOURCE_NUMBER.sub(r"\1(\2)", text)
 
 
+def context_order(chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
+    """The chunks in the order the prompt shows them: notices in force first, then the rest, each
+    group in retrieval order."""
+    return [c for c in chunks if c.supersedes] + [c for c in chunks if not c.supersedes]
+
+
+def source_text(chunk: RetrievedChunk) -> str:
+    """A source's text in the context block: its body. For a notice in force (which starts with
+    its ``Effective:`` date), each change it states reduced to the new value
+    (:func:`ragft_helpers.retrieval.new_values_only`); for a chunk of a file it supersedes, the
+    old values it changes replaced by the new ones (``chunk.changes``). A 135M reader that sees
+    both "£12.40" and "£13.10" answers £12.40 as often as not (benchmarks/bench_freshness.py)."""
+    if chunk.supersedes:
+        return new_values_only(chunk.body)
+    return apply_changes(chunk.body, chunk.changes)
+
+
+def source_label(chunk: RetrievedChunk) -> str:
+    """A source's label in the context block: ``source > heading path``, the heading path with
+    the chunk's ``changes`` applied too (a renamed vessel's article)."""
+    heading = apply_changes(chunk.metadata.get("heading_path", ""), chunk.changes)
+    return f"{chunk.metadata.get('source', '?')} > {heading}"
+
+
 def format_context(chunks: Sequence[RetrievedChunk], tokenizer=None) -> str:
-    """The numbered, delimited context block."""
-    sources = [f"[{n}] ({as_data(chunk.label, tokenizer)})\n{as_data(chunk.body, tokenizer).strip()}"
-               for n, chunk in enumerate(chunks, start=1)]
+    """The numbered, delimited context block (in :func:`context_order`)."""
+    sources = [f"[{n}] ({as_data(source_label(chunk), tokenizer)})\n"
+               f"{as_data(source_text(chunk), tokenizer).strip()}"
+               for n, chunk in enumerate(context_order(chunks), start=1)]
     return "<context>\n" + "\n\n".join(sources) + "\n</context>"
 
 

@@ -63,6 +63,19 @@ def test_bad_precision_names_the_allowed_values():
         get_settings({"RAGFT_PRECISION": "fp16"})
 
 
+def test_the_notice_date_and_supersede_mode_are_read_and_checked():
+    from datetime import date
+
+    settings = get_settings({"RAGFT_AS_OF": " 2025-03-01 ", "RAGFT_SUPERSEDE": "Demote"})
+    assert settings.as_of == date(2025, 3, 1) and settings.supersede == "demote"
+    defaults = get_settings({})
+    assert defaults.as_of is None and defaults.supersede == "rewrite"  # None: today
+    with pytest.raises(ConfigError, match="RAGFT_AS_OF='1 March'.*YYYY-MM-DD"):
+        get_settings({"RAGFT_AS_OF": "1 March"})
+    with pytest.raises(ConfigError, match="RAGFT_SUPERSEDE='drop'.*none, rewrite, demote, article"):
+        get_settings({"RAGFT_SUPERSEDE": "drop"})
+
+
 def test_unwritable_cache_dir_names_folder_and_variable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -303,3 +303,42 @@ def test_underlined_titles_are_not_headings_in_markdown():
     chunks = chunk_document(_doc(text, "guide.md"))
     assert [c.metadata["heading_path"] for c in chunks] == ["Guide"]
     assert "Fares\n=====" in chunks[0].body
+
+
+NOTICE = """# New Dog Fares
+
+Effective: 2025-06-01
+Supersedes: pets.md, fares.md
+
+From 1 June 2025 the dog fare rises from £2.50 to £3.00.
+"""
+
+
+def test_a_notice_s_date_and_superseded_files_are_chunk_metadata():
+    chunks = chunk_document(_doc(NOTICE, "2025-06-01-dogs.md"))
+    assert chunks and all(c.metadata["notice"] is True and c.metadata["effective"] == "2025-06-01"
+                          and c.metadata["supersedes"] == "pets.md, fares.md" for c in chunks)
+    assert corpus.superseded_sources(chunks[0].metadata) == ["pets.md", "fares.md"]
+    assert "Effective: 2025-06-01" in chunks[0].body  # the date stays in the text the reader sees
+    ordinary = chunk_document(_doc(MARKDOWN))
+    assert not any(set(corpus.NOTICE_FIELDS) & set(c.metadata) for c in ordinary)
+    assert corpus.superseded_sources(ordinary[0].metadata) == []
+
+
+def test_notice_fields_need_both_lines_and_a_real_date():
+    assert corpus.notice_fields(NOTICE) == {"notice": True, "effective": "2025-06-01",
+                                            "supersedes": "pets.md, fares.md"}
+    # the fields must come first: a date later in the prose is not a notice
+    assert corpus.notice_fields("# T\n\nDogs pay more.\n\nEffective: 2025-06-01\nSupersedes: a.md\n") == {}
+    for broken in ("# T\n\nEffective: 2025-13-01\nSupersedes: a.md\n", "# T\n\nEffective: 2025-06-01\n",
+                   "# T\n\nSupersedes: a.md\n"):
+        with pytest.warns(UserWarning, match="needs both 'Effective: YYYY-MM-DD' and 'Supersedes"):
+            assert corpus.notice_fields(broken, "x.md") == {}
+
+
+def test_the_knowledge_updates_are_all_notices_of_existing_articles():
+    articles = {d.source for d in load_documents(ROOT / "data" / "knowledge")}
+    for doc in load_documents(ROOT / "data" / "knowledge_updates"):
+        fields = corpus.notice_fields(doc.text, doc.source)
+        assert fields["effective"] == doc.source[:10]  # the file name starts with the date
+        assert set(corpus.superseded_sources(fields)) <= articles

@@ -263,3 +263,33 @@ def test_chat_widget_reader_selector_switches_the_model(collection, settings, ti
     send.click()  # the base stand-in would fail the test if it were asked
     assert "When was the lighthouse built?" in transcript.value and "generation" in status.value
     assert "prefill" in status.value and "decode" in status.value
+
+
+def test_a_notice_in_force_opens_the_context_with_its_date_and_new_values_only():
+    notice = retrieval.RetrievedChunk(
+        "n", "New Fares\nEffective: 2025-03-01\nSupersedes: fares.md\n\nThe adult single rises from "
+        "£12.40 to £13.10.", {"source": "2025-03-01-new-fares.md", "heading_path": "New Fares",
+                              "notice": True, "effective": "2025-03-01", "supersedes": "fares.md"},
+        0.6, supersedes=("fares.md",))
+    article = _chunk("Ten-journey carnets cost £99.00.", "fares.md", "Fares > Carnets")
+    prompt = rag.build_prompt("How much is an adult single?", [article, notice])
+    inside = prompt[prompt.index("<context>"):prompt.index("</context>")]
+    assert "[1] (2025-03-01-new-fares.md > New Fares)\nEffective: 2025-03-01\n" in inside
+    assert inside.index("[1] (2025-03-01-new-fares.md") < inside.index("[2] (fares.md > Fares > Carnets)")
+    assert "rises to £13.10." in inside and "£12.40" not in inside
+    assert prompt.startswith(rag.SYSTEM_WITH_CONTEXT + "\n\n")  # the instructions are unchanged
+    # a notice not (yet) in force is an ordinary source: as retrieved and as written
+    pending = retrieval.RetrievedChunk(notice.id, notice.text, notice.metadata, 0.6)
+    plain = rag.build_prompt("How much is an adult single?", [article, pending])
+    assert "from £12.40 to £13.10" in plain
+    assert plain.index("[1] (fares.md") < plain.index("[2] (2025-03-01-new-fares.md > New Fares)")
+
+
+def test_a_chunk_a_notice_changes_is_shown_with_the_new_values():
+    renamed = retrieval.RetrievedChunk(
+        "g", "MV Gannet Reach > Role\nThe Gannet Reach runs the shuttle for £8.75.",
+        {"source": "mv-gannet-reach.md", "heading_path": "MV Gannet Reach > Role"}, 0.5,
+        changes=(("Gannet Reach", "Merriven Light"),))
+    prompt = rag.build_prompt("Which ship runs the shuttle?", [renamed])
+    assert "[1] (mv-gannet-reach.md > MV Merriven Light > Role)\nThe Merriven Light runs the shuttle" in prompt
+    assert "Gannet Reach >" not in prompt and "£8.75" in prompt

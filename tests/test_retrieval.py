@@ -1,8 +1,10 @@
 """Dense, BM25 and hybrid retrieval, and the BM25 index kept in step with the Chroma collection."""
+from datetime import date
+
 import pytest
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
-from ragft_helpers import lexical, retrieval, store
+from ragft_helpers import lexical, rag, retrieval, store
 from ragft_helpers.config import get_settings
 
 # Dense and lexical disagree on purpose: "QX-7 form" is a rare code only BM25 matches exactly,
@@ -101,3 +103,145 @@ def test_a_stale_saved_index_is_rebuilt_not_trusted(indexed, settings):
     lexical._LOADED.clear()
     index, rebuilt = lexical.sync(collection, settings)
     assert rebuilt and set(index.ids) == set(collection.get(include=[])["ids"])
+
+
+# ---- notices: a notice in force outranks the part of the article it supersedes -----------------
+
+KB = {
+    "fares.md": "# Fares\n\n## Adult Fares\n\nAn adult single ticket on the Orvanay Crossing costs "
+                "£12.40.\n\n## Ten-Journey Carnets\n\nA carnet of ten adult singles on the Orvanay "
+                "Crossing costs £99.00 and is valid for a year.\n",
+    "pets.md": "# Pets\n\n## Dog Fares\n\nThe dog fare is £2.50 per dog for each single journey.\n",
+    "concessions.md": "# Concessions\n\n## Fares by Route\n\nThe adult single on the Orvanay "
+                      "Crossing is £12.40; a child single costs £6.20.\n",
+}
+UPDATES = {
+    "2025-03-01-new-fares.md": "# New Fares\n\nEffective: 2025-03-01\nSupersedes: fares.md\n\n"
+                               "The adult single fare on the Orvanay Crossing rises from £12.40 to "
+                               "£13.10. Carnet prices are unchanged.\n",
+    "2030-01-01-dog-fares.md": "# Dog Fares in 2030\n\nEffective: 2030-01-01\nSupersedes: pets.md\n\n"
+                               "The dog fare rises from £2.50 to £3.00 per dog for each single journey.\n",
+}
+ADULT = "How much is an adult single fare on the Orvanay Crossing?"
+
+
+@pytest.fixture(scope="module")
+def with_notices(tmp_path_factory):
+    root = tmp_path_factory.mktemp("notices")
+    settings = get_settings({"RAGFT_CACHE_DIR": str(root / "cache"), "RAGFT_PROFILE": "smoke"})
+    collection = store.open_collection(settings)
+    for folder, files in (("kb", KB), ("updates", UPDATES)):
+        store.index_folder(_write(root / folder, files), collection, progress=False, settings=settings)
+    return collection, settings
+
+
+def labels(chunks):
+    return [c.label for c in chunks]
+
+
+def test_notice_changes_are_read_as_old_and_new_values():
+    text = ("The fare rises from £12.40 to £13.10 and the limit increases from 2 dogs to 3 dogs. "
+            "The first boat leaves at 06:45 instead of 07:00, so it arrives at 08:00. Refunds take "
+            "7 working days, instead of the previous 10 working days. The office is open from "
+            "08:00 to 18:00 and the carnet is unchanged at £99.00. MV Gannet Reach was renamed "
+            "MV Merriven Light.")
+    assert retrieval.notice_changes(text) == [
+        ("£12.40", "£13.10"), ("2 dogs", "3 dogs"), ("07:00", "06:45"),
+        ("10 working days", "7 working days"), ("Gannet Reach", "Merriven Light")]
+    assert retrieval.replaced_values(text) == {"£12.40", "2", "07:00", "10"}
+    assert retrieval.new_values_only(text) == (
+        "The fare rises to £13.10 and the limit increases to 3 dogs. The first boat leaves at 06:45, "
+        "so it arrives at 08:00. Refunds take 7 working days. The office is open from 08:00 to 18:00 "
+        "and the carnet is unchanged at £99.00. MV Gannet Reach was renamed MV Merriven Light.")
+    # a range ("from 08:00 to 18:00") and an unchanged value are not changes; a sentence about
+    # the old rules is left out, its values count as replaced unless the notice states them again
+    before = "Previously, refunds took 48 hours. Now they take 24 hours. Previously the fee was £5."
+    assert retrieval.new_values_only(before) == "Now they take 24 hours. "
+    assert retrieval.replaced_values(before) == {"48", "£5"}
+    table = "| Orvanay | £12.40 | £112.40 | £12.405 |\nIt costs £12.40."
+    assert retrieval.apply_changes(table, [("£12.40", "£13.10")]) == (
+        "| Orvanay | £13.10 | £112.40 | £12.405 |\nIt costs £13.10.")  # whole values only
+
+
+def test_apply_notices_demotes_only_the_changed_part():
+    notice = ("n", "New\nEffective: 2025-03-01\nSupersedes: a.md\n\nThe fare rises from £1.00 to £2.00.",
+              {"notice": True, "effective": "2025-03-01", "supersedes": "a.md", "heading_path": "New"})
+    old = ("a1", "A > Fare\nThe fare is £1.00.", {"source": "a.md", "heading_path": "A > Fare"})
+    rest = ("a2", "A > Rules\nDogs on a lead.", {"source": "a.md", "heading_path": "A > Rules"})
+    other = ("b", "B\nThe fare is £1.00.", {"source": "b.md", "heading_path": "B"})
+    ranked = [rest, old, other, notice]
+    march, february = date(2025, 3, 1), date(2025, 2, 28)
+    assert retrieval.apply_notices(ranked, [notice], march, "demote") == ["a2", "n", "b", "a1"]
+    assert retrieval.apply_notices(ranked, [notice], march, "article") == ["n", "b", "a2", "a1"]
+    for mode in ("none", "rewrite"):
+        assert retrieval.apply_notices(ranked, [notice], march, mode) == ["a2", "a1", "b", "n"]
+    assert retrieval.apply_notices(ranked, [notice], february, "demote") == ["a2", "a1", "b", "n"]
+    assert retrieval.apply_notices(ranked[:3], [notice], march, "demote") == ["a2", "a1", "b"]
+    with pytest.raises(ValueError, match="none, rewrite, demote, article"):
+        retrieval.apply_notices(ranked, [notice], march, "drop")
+
+
+def test_a_notice_in_force_rewrites_the_part_of_the_article_it_changes(with_notices):
+    collection, settings = with_notices
+    unfixed = retrieval.retrieve(ADULT, 10, collection, settings=settings, supersede="none")
+    fixed = retrieval.retrieve(ADULT, 10, collection, settings=settings, as_of="2026-01-01")
+    assert labels(fixed) == labels(unfixed)  # the ranking is left as it is
+    by_label = {c.label: c for c in fixed}
+    assert by_label["2025-03-01-new-fares.md > New Fares"].supersedes == ("fares.md",)
+    assert by_label["fares.md > Fares > Adult Fares"].changes == (("£12.40", "£13.10"),)
+    assert by_label["fares.md > Fares > Ten-Journey Carnets"].changes == ()  # not changed
+    context = rag.format_context(fixed[:3])
+    assert "£13.10" in context and "costs £12.40" not in context.split("concessions.md")[0]
+    assert context.index("[1] (2025-03-01-new-fares.md > New Fares)\nEffective: 2025-03-01") >= 0
+    assert not any(c.supersedes or c.changes for c in unfixed)
+
+
+def test_in_demote_mode_a_changed_chunk_ranks_below_the_notice(with_notices):
+    collection, settings = with_notices
+    unfixed = labels(retrieval.retrieve(ADULT, 5, collection, settings=settings, supersede="none"))
+    assert unfixed.index("fares.md > Fares > Adult Fares") < unfixed.index("2025-03-01-new-fares.md > New Fares")
+    for method in ("hybrid", "dense", "bm25"):
+        fixed = retrieval.retrieve(ADULT, 10, collection, settings=settings, method=method,
+                                   as_of="2026-01-01", supersede="demote")
+        assert fixed[0].label == "2025-03-01-new-fares.md > New Fares" and fixed[0].is_notice
+        assert labels(fixed)[-1] == "fares.md > Fares > Adult Fares"  # below every other chunk
+    assert "fares.md > Fares > Adult Fares" not in labels(retrieval.retrieve(
+        ADULT, 2, collection, settings=settings, as_of="2026-01-01", supersede="demote"))
+
+
+def test_a_notice_before_its_effective_date_supersedes_nothing(with_notices):
+    collection, settings = with_notices
+    for mode in ("rewrite", "demote"):
+        unfixed = labels(retrieval.retrieve(ADULT, 5, collection, settings=settings, supersede="none"))
+        early = retrieval.retrieve(ADULT, 5, collection, settings=settings, as_of="2025-02-28",
+                                   supersede=mode)
+        assert labels(early) == unfixed and not any(c.supersedes or c.changes for c in early)
+    dogs = "What is the dog fare for a single journey?"
+    future = retrieval.retrieve(dogs, 5, collection, settings=settings)  # today, before 2030
+    assert future[0].label == "pets.md > Pets > Dog Fares" and future[0].changes == ()
+    assert [c.supersedes for c in future if c.metadata["source"].startswith("2030")] == [()]
+    assert "£2.50" in rag.format_context(future)
+    later = retrieval.retrieve(dogs, 5, collection, settings=settings, as_of="2030-01-01")
+    assert {c.label: c for c in later}["pets.md > Pets > Dog Fares"].changes == (("£2.50", "£3.00"),)
+    # the settings' date (RAGFT_AS_OF) is the default
+    in_2030 = get_settings({"RAGFT_CACHE_DIR": str(settings.cache_dir), "RAGFT_PROFILE": "smoke",
+                            "RAGFT_AS_OF": "2030-06-30"})
+    assert retrieval.retrieve(dogs, 5, collection, settings=in_2030) == later
+
+
+def test_an_article_no_notice_names_is_untouched(with_notices):
+    collection, settings = with_notices
+    concessions = "concessions.md > Concessions > Fares by Route"
+    for mode in ("rewrite", "demote", "article"):
+        unfixed = labels(retrieval.retrieve(ADULT, 5, collection, settings=settings, supersede="none"))
+        fixed = retrieval.retrieve(ADULT, 5, collection, settings=settings, as_of="2026-01-01",
+                                   supersede=mode)
+        # concessions.md states the old fare too, but no notice names it: no change, not moved down
+        assert labels(fixed).index(concessions) <= unfixed.index(concessions) + 1
+        chunk = {c.label: c for c in fixed}[concessions]
+        assert chunk.changes == () and "£12.40" in rag.format_context([chunk])
+    carnet = "How much is a ten-journey carnet on the Orvanay Crossing?"
+    for mode in ("rewrite", "demote"):
+        top = labels(retrieval.retrieve(carnet, 3, collection, settings=settings, as_of="2026-01-01",
+                                        supersede=mode))
+        assert top[0] == "fares.md > Fares > Ten-Journey Carnets"  # the unchanged section stays first
