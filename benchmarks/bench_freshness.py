@@ -47,6 +47,8 @@ from ragft_helpers.scoring import normalise
 
 import torch
 
+from bench_rag import busy_cpu_seconds, own_cpu_seconds  # noqa: E402  (same directory)
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "freshness"
 README = HERE / "README.md"
@@ -54,21 +56,6 @@ SECTION = "## Freshness"
 COMMAND = "python benchmarks/bench_freshness.py"
 TARGET = 0.60  # multiple-choice accuracy on the updated questions after indexing, with the fix
 QUALITY_K = 5
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux), else ``None``."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def phrasings(questions) -> dict[str, list]:

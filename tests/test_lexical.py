@@ -6,7 +6,7 @@ import pytest
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import lexical, retrieval, store
-from ragft_helpers.config import get_settings
+from tests.index_folders import settings, write_files as _write  # noqa: F401 (fixture)
 
 FILES = {
     "bikes.md": "# Bicycles\n\n## Carrying bicycles\n\nBicycles travel free on the car deck. "
@@ -18,16 +18,7 @@ FILES = {
 }
 
 
-def _write(folder, files):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
-
-@pytest.fixture
-def settings(tmp_path):
-    return get_settings({"RAGFT_CACHE_DIR": str(tmp_path / "cache"), "RAGFT_PROFILE": "smoke"})
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import socket
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import store
 from ragft_helpers.config import ConfigError, get_settings
 from ragft_helpers.corpus import chunk_documents, load_documents
+from tests.index_folders import settings, write_files as _write  # noqa: F401 (fixture)
 
 FILES = {
     "tern-card.md": "# Tern Card\n\n## Cost\n\nThe Tern Card costs £25.00 a year.\n\n"
@@ -37,16 +37,7 @@ class CountingEmbeddingFunction(store.MiniLMEmbeddingFunction):
         return super().__call__(input)
 
 
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
-
-@pytest.fixture
-def settings(tmp_path):
-    return get_settings({"RAGFT_CACHE_DIR": str(tmp_path / "cache"), "RAGFT_PROFILE": "smoke"})
 
 
 @pytest.fixture
