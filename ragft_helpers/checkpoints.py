@@ -11,6 +11,8 @@ import hashlib
 import json
 import re
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,17 @@ def save_finetuned(model, tokenizer, name: str, settings: Settings | None = None
     return save_checkpoint(model, tokenizer, finetuned_dir(name, settings))
 
 
+@contextmanager
+def peft_deprecation_hidden():
+    """peft 0.21 reads the model property ``is_gradient_checkpointing``, which transformers 5
+    renamed, whenever it wraps or loads a model: exactly that FutureWarning is ignored (it is
+    peft's to update and changes nothing); every other warning shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def load_saved(folder: Path, name: str, settings: Settings | None = None, *,
                how_to_create: str | None = None) -> ResolvedModel:
     """Load a model saved in ``folder``: a full checkpoint, or the base model with a LoRA adapter.
@@ -84,7 +97,8 @@ def load_saved(folder: Path, name: str, settings: Settings | None = None, *,
         from peft import PeftModel
 
         base = load_causal_lm(settings, verbose=False)  # the adapter's provenance is returned instead
-        model = PeftModel.from_pretrained(base.model, folder)
+        with peft_deprecation_hidden():
+            model = PeftModel.from_pretrained(base.model, folder)
         model.eval()
         return ResolvedModel(model, base.tokenizer, Provenance("model", name, SOURCE_LORA, str(folder)),
                              time.perf_counter() - start)

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Sequence
 
 from ragft_helpers.assets import (AssetError, ResolvedModel, causal_lm_candidates, load_causal_lm,
                                   save_checkpoint)
-from ragft_helpers.checkpoints import (keyed_dir, load_saved, text_fingerprint,
-                                       write_settings)
+from ragft_helpers.checkpoints import (keyed_dir, load_saved, peft_deprecation_hidden,
+                                       text_fingerprint, write_settings)
 from ragft_helpers.config import KNOWLEDGE_DIR, Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
 from ragft_helpers.lm import ensure_pad_token
@@ -91,7 +91,8 @@ def wrap_lora(model, r: int):
     targets = lora_target_modules(model)
     config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=2 * r, lora_dropout=0.05,
                         target_modules=targets, fan_in_fan_out=targets == ["c_attn"])
-    return get_peft_model(model, config)
+    with peft_deprecation_hidden():
+        return get_peft_model(model, config)
 
 
 # ---- training, saving, loading -------------------------------------------------------------------

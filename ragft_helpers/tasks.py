@@ -22,7 +22,6 @@ import math
 import random
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 from ragft_helpers.assets import (SOURCE_HUB, AssetError, causal_lm_candidates, embedding_candidates,
                                   load_causal_lm, save_checkpoint)
-from ragft_helpers.checkpoints import keyed_dir, text_fingerprint, write_settings
+from ragft_helpers.checkpoints import keyed_dir, peft_deprecation_hidden, text_fingerprint, write_settings
 from ragft_helpers.config import DATA_DIR, Settings, get_settings, set_seed
 from ragft_helpers.harness import bootstrap_ci
 from ragft_helpers.lm import ensure_pad_token
@@ -425,16 +424,6 @@ def _new_head_expected():
         logger.removeFilter(_not_a_load_report)
 
 
-@contextmanager
-def _peft_reads_a_deprecated_property():
-    """The installed peft still reads transformers' deprecated ``is_gradient_checkpointing``;
-    only that FutureWarning is ignored."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                                category=FutureWarning)
-        yield
-
-
 def _load_base(kind: ClassifierKind, labels: Sequence[str], settings: Settings, folder: Path | None = None):
     """The sequence classifier with a new head (or, with ``folder``, a saved full classifier)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -459,7 +448,7 @@ def _wrap_lora(model, rank: int):
     targets = ["c_attn"] if model.config.model_type == "gpt2" else ["q_proj", "v_proj"]
     config = LoraConfig(task_type="SEQ_CLS", r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
                         target_modules=targets, fan_in_fan_out=targets == ["c_attn"])
-    with _peft_reads_a_deprecated_property():
+    with peft_deprecation_hidden():
         return get_peft_model(model, config)
 
 
@@ -546,7 +535,7 @@ def load_classifier(kind_name: str, train: Sequence[Ticket], settings: Settings 
         from peft import PeftModel
 
         base, tokenizer = _load_base(kind, labels, settings)
-        with _peft_reads_a_deprecated_property():
+        with peft_deprecation_hidden():
             model = PeftModel.from_pretrained(base, folder)
     else:
         model, tokenizer = _load_base(kind, labels, settings, folder)

@@ -147,3 +147,16 @@ def test_a_run_saved_before_losses_were_recorded_still_loads():
                 "total_params": 1, "steps": 2, "tokens_seen": 8, "train_seconds": 1.0,
                 "peak_memory_mb": 1.0, "final_loss": 2.0, "first_loss": 3.0, "training_rows": 1}
     assert injection.KnowledgeRun(**recorded).losses == []
+
+
+def test_wrapping_lora_shows_peft_no_deprecation_warning_and_hides_no_other():
+    import warnings
+
+    from ragft_helpers.checkpoints import peft_deprecation_hidden
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        injection.wrap_lora(_tiny_model(tiny_tokenizer()), 2)
+    with pytest.warns(FutureWarning, match="another"), peft_deprecation_hidden():
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
+        warnings.warn("another deprecation", FutureWarning)

@@ -17,19 +17,12 @@
 
 # %%
 import gc
-import warnings
 
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
 from ragft_helpers import assets, injection, lm, qa
 from ragft_helpers.config import get_settings, set_seed
-
-# peft 0.21 reads the model property `is_gradient_checkpointing`, which transformers 5 renamed
-# `is_activation_checkpointing`; every LoRA wrap and load would print that deprecation warning.
-# It is peft's to update and changes nothing here, so exactly that warning is hidden.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                        category=FutureWarning)
 
 settings = get_settings()
 set_seed(settings.seed)

@@ -10,17 +10,12 @@
 
 # %%
 import gc
-import warnings
 
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
 from ragft_helpers import assets, injection, lm, qa
 from ragft_helpers.config import get_settings, set_seed
-
-# The same peft deprecation warning notebook 05 hides, and only that one.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                        category=FutureWarning)
 
 settings = get_settings()
 set_seed(settings.seed)
