@@ -172,7 +172,7 @@ def cmd_ask(args) -> int:
     if args.reader == "raft":
         from ragft_helpers import raft
 
-        resolved = raft.load_reader("raft-full", settings)  # trains nothing: an error names what does
+        resolved = raft.load_reader(raft.CHAT_READER, settings)  # trains nothing: an error names what does
     else:
         resolved = assets.load_causal_lm(settings)
     records = []

@@ -40,6 +40,7 @@ SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
 RUN_FILE = "raft_run.json"
 READERS = ("raft-full", "raft-lora")
+CHAT_READER = "raft-lora"  # what the chatbot and `ragft ask --reader raft` use (benchmarks/bench_raft.py)
 _CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
 # How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
 # the place retrieval gave it, and an answering target opens with "[n]: ".
@@ -48,8 +49,8 @@ _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|$)")
 
 
 def how_to_create(name: str) -> str:
-    return (f"Train it first with raft.ensure_reader(settings, {name!r}, qa.load_questions()): it "
-            "saves the reader there")
+    return ("Train it first: run notebook 06 (notebooks/06_teach_the_model_to_read.ipynb), or "
+            f"raft.ensure_reader(settings, {name!r}, qa.load_questions()); either saves the reader there")
 
 
 # ---- the split -------------------------------------------------------------------------------------

@@ -257,4 +257,4 @@ def test_ask_uses_a_trained_raft_reader(cli_env, monkeypatch, capsys):
     monkeypatch.setattr(raft, "load_reader", fake_reader)
     cli.main(["index", str(cli_env)])
     assert cli.main(["ask", "Tern Card?", "--reader", "raft", "--threshold", "0"]) == 0
-    assert loaded == ["raft-full"] and "Q: Tern Card?" in capsys.readouterr().out
+    assert loaded == [raft.CHAT_READER] and "Q: Tern Card?" in capsys.readouterr().out

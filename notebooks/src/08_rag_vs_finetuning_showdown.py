@@ -20,8 +20,8 @@ import pandas as pd
 from IPython.display import display
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import (assets, claims, config, harness, injection, lm, qa, rag, results, scoring,
-                           store, viz, widgets)
+from ragft_helpers import (assets, claims, config, harness, injection, lm, qa, raft, rag, results,
+                           scoring, store, viz, widgets)
 from ragft_helpers.config import get_settings, set_seed
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.wikitext import load_wikitext
@@ -76,6 +76,35 @@ options = [question.answer, *question.distractors]
 choice, scores = scoring.choose_option(base.model, base.tokenizer, prompt, options)
 pd.DataFrame({"option": options, "mean log-prob per token": scores,
               "chosen": [i == choice for i in range(len(options))]})
+
+# %% [markdown]
+# The scorer written out by hand: run the prompt followed by one option through the model, take
+# the log-probability the model gave each option token at the position before it, and average.
+# `scoring.choose_option` computes the same numbers faster (the prompt is read once and its cache
+# shared by all the options).
+
+# %%
+import torch
+
+
+def mean_log_prob(model, tokenizer, prompt, option):
+    """Mean log-probability per token of ``option`` after ``prompt``."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    joiner = "" if prompt[-1:].isspace() else " "
+    option_ids = tokenizer(joiner + option, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt_ids + option_ids])).logits[0].float()
+    log_probs = logits.log_softmax(-1)
+    start = len(prompt_ids)  # the position of the option's first token
+    return sum(log_probs[start + i - 1, token].item() for i, token in enumerate(option_ids)) / len(option_ids)
+
+
+by_hand = [mean_log_prob(base.model, base.tokenizer, prompt, option) for option in options]
+print("by hand:", [round(x, 3) for x in by_hand])
+print("package:", [round(x, 3) for x in scores])
+# Checkpoint: the hand-written scorer gives the package's scores and the same choice.
+assert max(range(len(options)), key=by_hand.__getitem__) == choice
+assert max(abs(a - b) for a, b in zip(by_hand, scores)) < 1e-3
 
 # %%
 system_results = []
@@ -309,8 +338,22 @@ print(path)
 # %%
 pd.DataFrame(harness.side_by_side(sample[0].question, systems[:3], settings, questions=sample))
 
+# %% [markdown]
+# The widget also offers **RAFT+RAG** — the reader notebook 06 trains to read retrieved chunks —
+# when notebook 06 has trained it with these settings. It was trained on the questions about
+# the train articles of `data/qa/raft_split.json`, so on those it may recall rather than read;
+# notebook 06 scores it on the held-out articles only.
+
 # %%
-widgets.side_by_side_widget(systems, sample, settings)
+compared = list(systems)
+if raft.reader_run(raft.CHAT_READER, settings) is not None:
+    reader = raft.load_reader(raft.CHAT_READER, settings)
+    compared.append(harness.System("RAFT+RAG", reader.model, reader.tokenizer, retrieval=True,
+                                   collection=collection))
+else:
+    print("The RAFT reader is not trained with these settings (notebook 06 trains it): "
+          "the widget offers the six systems above.")
+widgets.side_by_side_widget(compared, sample, settings)
 
 # %% [markdown]
 # ## Summary
