@@ -223,7 +223,10 @@ print("KB-text perplexity change:", (learned["KB-text perplexity"] / base_ppl - 
 #    target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])).print_trainable_parameters()`
 #    (the module names of SmolLM2 and other Llama-type models; on GPT-2 use
 #    `target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True`). Expect about four times
-#    the trainable parameters of step 3. Is it worth it?
+#    the trainable parameters of step 3. Is it worth it? (peft warns that a transformers
+#    property is deprecated; `from ragft_helpers.checkpoints import peft_deprecation_hidden` and
+#    `with peft_deprecation_hidden():` around the call hide exactly that warning, as the package
+#    does.)
 # 4. Write a question that *would* leak and check that `find_leaks` catches it:
 #    `injection.find_leaks([dataclasses.replace(questions[0], question="The Tern Card has an
 #    annual fee of £25.00.")], augmented)` (after `import dataclasses`). Expect

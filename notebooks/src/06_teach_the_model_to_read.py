@@ -141,6 +141,16 @@ table = harness.metric_table(results, ["free", "false_abstention", "abstention",
 table.pivot(index=["system"], columns=["phrasing", "metric"], values="value").round(2)
 
 # %% [markdown]
+# How to read the table: `free` is accuracy on answerable questions; `abstention` is how often a
+# system said "I don't know" to an *unanswerable* question (higher is better), and
+# `false_abstention` how often it said so to an answerable one (lower is better).
+#
+# > **Reading is not yet judging.** Look at the RAFT readers' `abstention` next to their `free`
+# > score. A reader that rarely abstains has learned "quote a sentence of a source" better than
+# > "check that the source answers the question": a quarter of its training examples had no
+# > oracle, yet the answers that start with `[` were three times as common as the abstention.
+# > Exercise 1 reads the reader's first-token probabilities to see that decision.
+#
 # Free-form accuracy with its 95% bootstrap interval: whiskers that do not overlap are a
 # difference this sample can show.
 

@@ -114,6 +114,8 @@ assert after_first[64] < after_first[4]
 # %%
 from peft import LoraConfig, get_peft_model
 
+from ragft_helpers.checkpoints import peft_deprecation_hidden
+
 attention_only = injection.wrap_lora(assets.load_causal_lm(settings, verbose=False).model, 16)
 attention_params = lm.count_parameters(attention_only)[0]
 model_type = attention_only.config.model_type
@@ -122,7 +124,8 @@ if model_type == "gpt2":  # GPT-2's fused attention, its attention output and it
     config = LoraConfig(r=16, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)
 else:  # SmolLM2 and other Llama-type models, as the exercise writes it
     config = LoraConfig(r=16, target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])
-with_mlp = get_peft_model(assets.load_causal_lm(settings, verbose=False).model, config)
+with peft_deprecation_hidden():  # the deprecation peft triggers in transformers 5, and only it
+    with_mlp = get_peft_model(assets.load_causal_lm(settings, verbose=False).model, config)
 with_mlp.print_trainable_parameters()
 mlp_params = lm.count_parameters(with_mlp)[0]
 ratio = mlp_params / attention_params

@@ -181,7 +181,9 @@ for name, rows in mc_rows.items():
 
 # %%
 ft_aug_rag = harness.evaluate_system(ft_aug_rag_system, sample, settings, free_form=free_form)
-both = rag_by_k[default_k].rows.set_index("id").join(ft_aug_rag.rows.set_index("id"), rsuffix=" (FT+aug+RAG)")
+both = rag_by_k[default_k].rows.set_index("id").merge(
+    ft_aug_rag.rows.set_index("id"), how="left", left_index=True, right_index=True,
+    suffixes=("", " (FT+aug+RAG)"))
 disagree = both.dropna(subset=["mc_correct"])
 disagree = disagree[disagree["mc_correct"] != disagree["mc_correct (FT+aug+RAG)"]]
 with pd.option_context("display.max_colwidth", 80):
