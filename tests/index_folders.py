@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from ragft_helpers import store
 from ragft_helpers.config import get_settings
 
 
@@ -14,6 +15,14 @@ def write_files(folder: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
     return folder
+
+
+def indexed_folder(settings, folder: Path, files: dict[str, str]):
+    """(the default collection with ``files`` indexed from ``folder``, the folder)."""
+    collection = store.open_collection(settings)
+    write_files(folder, files)
+    store.index_folder(folder, collection, progress=False, settings=settings)
+    return collection, folder
 
 
 @pytest.fixture

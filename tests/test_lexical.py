@@ -6,7 +6,7 @@ import pytest
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import lexical, retrieval, store
-from tests.index_folders import settings, write_files as _write  # noqa: F401 (fixture)
+from tests.index_folders import indexed_folder, settings  # noqa: F401 (fixture)
 
 FILES = {
     "bikes.md": "# Bicycles\n\n## Carrying bicycles\n\nBicycles travel free on the car deck. "
@@ -23,10 +23,7 @@ FILES = {
 
 @pytest.fixture
 def indexed(settings, tmp_path):
-    collection = store.open_collection(settings)
-    folder = _write(tmp_path / "kb", FILES)
-    store.index_folder(folder, collection, progress=False, settings=settings)
-    return collection, folder
+    return indexed_folder(settings, tmp_path / "kb", FILES)
 
 
 def top_source(question, collection, settings, method):

@@ -6,7 +6,7 @@ import pytest
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
 from ragft_helpers import lexical, rag, retrieval, store
 from ragft_helpers.config import get_settings
-from tests.index_folders import settings, write_files as _write  # noqa: F401 (fixture)
+from tests.index_folders import indexed_folder, settings, write_files as _write  # noqa: F401 (fixture)
 
 # Dense and lexical disagree on purpose: "QX-7 form" is a rare code only BM25 matches exactly,
 # while the meaning of the question is closest to the refunds text.
@@ -23,10 +23,7 @@ FILES = {
 
 @pytest.fixture
 def indexed(settings, tmp_path):
-    collection = store.open_collection(settings)
-    folder = _write(tmp_path / "kb", FILES)
-    store.index_folder(folder, collection, progress=False, settings=settings)
-    return collection, folder
+    return indexed_folder(settings, tmp_path / "kb", FILES)
 
 
 def sources(chunks):
