@@ -46,7 +46,12 @@ HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*$")
 KEBAB_MD_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.md$")
 UPDATE_NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})-[a-z0-9]+(?:-[a-z0-9]+)*\.md$")
 EFFECTIVE_RE = re.compile(r"^Effective:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
-SUPERSEDES_RE = re.compile(r"^Supersedes:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+SUPERSEDES_RE = re.compile(r"^Supersedes:[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
+
+
+def superseded_files(text: str) -> list[str]:
+    """The files a notice's ``Supersedes:`` lines name (one or more, separated by commas)."""
+    return [name.strip() for line in SUPERSEDES_RE.findall(text) for name in line.split(",")]
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +283,7 @@ def test_update_files(updates, articles):
                 errors.append(f"{name}: Effective date {effective[0]!r} is not YYYY-MM-DD")
             if name_match and name_match.group(1) != effective[0]:
                 errors.append(f"{name}: Effective date differs from the file-name date")
-        supersedes = SUPERSEDES_RE.findall(text)
+        supersedes = superseded_files(text)
         if not supersedes:
             errors.append(f"{name}: needs a 'Supersedes: <article>.md' line")
         for target in supersedes:
@@ -465,7 +470,7 @@ def test_updated_questions(questions, updates, sections):
             errors.append(f"{qid}: answer_before equals the updated answer")
         if not contains(source_text(q, sections), before):
             errors.append(f"{qid}: answer_before {before!r} not found in its source sections")
-        superseded = set(SUPERSEDES_RE.findall(updates[update]))
+        superseded = set(superseded_files(updates[update]))
         if not superseded.intersection(src["article"] for src in q["source"]):
             errors.append(f"{qid}: sources do not include the article {update} supersedes")
     assert not errors, report(errors)
