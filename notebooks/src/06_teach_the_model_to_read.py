@@ -147,9 +147,9 @@ table.pivot(index=["system"], columns=["phrasing", "metric"], values="value").ro
 #
 # > **Reading is not yet judging.** Look at the RAFT readers' `abstention` next to their `free`
 # > score. A reader that rarely abstains has learned "quote a sentence of a source" better than
-# > "check that the source answers the question": a quarter of its training examples had no
-# > oracle, yet the answers that start with `[` were three times as common as the abstention.
-# > Exercise 1 reads the reader's first-token probabilities to see that decision.
+# > "check that the source answers the question": only the share `raft_abstain_share` of its
+# > training examples (step 2 printed it) taught the abstention, and all the others started with
+# > `[`. Exercise 1 reads the reader's first-token probabilities to see that decision.
 #
 # Free-form accuracy with its 95% bootstrap interval: whiskers that do not overlap are a
 # difference this sample can show.
