@@ -24,6 +24,7 @@ from IPython.display import display
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
 from ragft_helpers import assets, claims, harness, injection, qa, raft, store, viz, widgets
 from ragft_helpers.config import KNOWLEDGE_DIR, get_settings, set_seed
+from ragft_helpers.results import save_results
 
 settings = get_settings()
 set_seed(settings.seed)
@@ -168,6 +169,15 @@ for name in pooled:
 # remember).
 assert pooled["RAFT LoRA + RAG"]["value"] > pooled["base + RAG"]["value"]
 assert claims.compare_intervals(pooled["RAFT LoRA alone"], pooled["base"]) <= 0
+
+# %% [markdown]
+# The table, the pooled accuracies and what training cost go to `RAGFT_CACHE_DIR/results/`
+# (`raft-<profile>.json`), with the settings and versions: the instructor's expected-results page
+# (`docs/results-<profile>.md`) is generated from that file.
+
+# %%
+save_results({"table": table, "pooled": pooled, "readers": list(runs.values()),
+              "questions": len(sample)}, settings, provenance=[base.provenance], stem="raft")
 
 # %% [markdown]
 # ## Step 5 — Three answers, before and after
