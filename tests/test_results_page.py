@@ -58,6 +58,23 @@ def tasks() -> dict:
             "peak_memory_mb": 5879.2}
 
 
+def raft() -> dict:
+    """Shaped like notebook 06's raft-<profile>.json."""
+    return {"settings": {"profile": "laptop", "seed": 42}, "saved_at": "2030-01-02T01:00:00Z",
+            "versions": {"torch": "9.9.9+cpu"}, "provenance": [], "questions": 12,
+            "table": [{"system": s, "phrasing": p, "metric": m, "value": v, "low": v - 0.1,
+                       "high": v + 0.1, "n": 8}
+                      for s, v in (("base + RAG", 0.25), ("RAFT LoRA + RAG", 0.5))
+                      for p in ("canonical", "variant") for m in ("free", "false_abstention",
+                                                                  "abstention", "mc")],
+            "pooled": {"base + RAG": {"value": 0.21, "low": 0.08, "high": 0.38, "n": 24},
+                       "RAFT LoRA + RAG": {"value": 0.42, "low": 0.25, "high": 0.62, "n": 24}},
+            "readers": [{"name": "raft-lora", "lora": True, "examples": 384, "oracle_share": 0.75,
+                         "trainable_params": 921600, "total_params": 135436800, "steps": 96,
+                         "train_seconds": 307.4, "peak_memory_mb": 4800.0, "first_loss": 2.1,
+                         "final_loss": 0.6}]}
+
+
 def _write(folder: Path, name: str, document: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(json.dumps(document))  # NaN as JSON's NaN, as save_results writes
@@ -82,6 +99,7 @@ def test_page_from_a_showdown_file(tmp_path):
     assert "| fine-tuning lowers perplexity on knowledge-base text | 30.0 → 10.0 | holds |" in page
     assert "| RAG adapts to dynamic or evolving information | updated questions: RAG 0.75 vs FT 0.25 | **supported** |" in page
     assert "No `tasks-laptop.json` beside the showdown's file" in page
+    assert "No `raft-laptop.json` beside the showdown's file" in page
 
 
 def test_page_with_notebook_07(tmp_path):
@@ -94,6 +112,25 @@ def test_page_with_notebook_07(tmp_path):
     assert "## Notebook 07" in page and "| kNN | 0.79 [0.74, 0.84] (n=250) |" in page
     assert "| minilm | 600 | 150 | 98 | 1,900 | 2.30 → 0.14 |" in page
     assert "5,879 MB" in page
+
+
+def test_page_with_notebook_06(tmp_path):
+    results = tmp_path / "results"
+    _write(results, "showdown-laptop.json", showdown())
+    _write(results, "raft-laptop.json", raft())
+    out = tmp_path / "page.md"
+    assert make_results_page.main(["--results-dir", str(results), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "`raft-laptop.json` (notebook 06)" in page and "### Notebook 06" in page
+    assert "## Notebook 06: teach the model to read (RAFT)" in page
+    assert "12 questions, each asked as written and as a variant" in page
+    # One table per phrasing, in the order the file gives them.
+    assert page.index("**canonical**") < page.index("**variant**")
+    assert "| RAFT LoRA + RAG | 0.50 [0.40, 0.60] (n=8) | 0.50 [0.40, 0.60] (n=8) |" in page
+    assert "| RAFT LoRA + RAG | 0.42 [0.25, 0.62] (n=24) |" in page
+    assert "| raft-lora | yes | 384 | 0.75 | 96 | 921,600 | 307 | 4,800 | 2.10 → 0.60 |" in page
+    assert "No `tasks-laptop.json` beside the showdown's file" in page
+    assert "No `raft-laptop.json`" not in page
 
 
 def test_without_a_results_file_it_writes_nothing_and_names_the_command(tmp_path, capsys):
