@@ -71,6 +71,25 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def figure(folder: Path | None, name: str, caption: str, draw, ncols: int = 1) -> list[str]:
+    """Draw ``draw(axes)`` with the notebooks' own plotting functions into ``folder/name`` and
+    return the Markdown that shows it (nothing when ``folder`` is None)."""
+    if folder is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(10 if ncols == 1 else 5 * ncols, 4))
+    draw(axes)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / name, dpi=80)
+    plt.close(fig)
+    return [f"![{caption}]({folder.name}/{name})", ""]
+
+
 def pivot(records: list[dict], metrics: list[str], systems: list[str]) -> list[list[str]]:
     """One row per system, one interval cell per metric."""
     cells = {(r["system"], r["metric"]): r for r in records}
@@ -138,7 +157,11 @@ def expectations_section(document: dict) -> list[str]:
             *table(["expectation", "measured", "in this run"], rows)]
 
 
-def showdown_section(document: dict) -> list[str]:
+def showdown_section(document: dict, figures: Path | None = None) -> list[str]:
+    import pandas as pd
+
+    from ragft_helpers import viz
+
     lines = ["## Notebook 08: RAG versus fine-tuning", ""]
     accuracy = document.get("accuracy", [])
     systems = _systems(accuracy)
@@ -147,13 +170,19 @@ def showdown_section(document: dict) -> list[str]:
                   "Multiple choice (`mc`) on every answerable question of the sample; free-form "
                   "answers, abstention and hallucination on the free-form subset.", "",
                   *table(["system", *ACCURACY_METRICS],
-                         pivot(accuracy, list(ACCURACY_METRICS), systems))]
+                         pivot(accuracy, list(ACCURACY_METRICS), systems)),
+                  *figure(figures, "accuracy.png", "accuracy of every system",
+                          lambda ax: viz.plot_accuracy(pd.DataFrame(accuracy), systems,
+                                                       ylabel="accuracy", chance=None, ax=ax))]
     by_type = document.get("accuracy_by_type", [])
     if by_type:
         metrics = list(dict.fromkeys(r["metric"] for r in by_type))
         lines += ["### Multiple-choice accuracy by question type", "",
                   *table(["system", *(m.removeprefix("mc_") for m in metrics)],
-                         pivot(by_type, metrics, _systems(by_type)))]
+                         pivot(by_type, metrics, _systems(by_type))),
+                  *figure(figures, "accuracy-by-type.png", "multiple-choice accuracy by type",
+                          lambda ax: viz.plot_accuracy(pd.DataFrame(by_type), _systems(by_type),
+                                                       ax=ax))]
     costs = document.get("costs", [])
     if costs:
         columns = [c for c in costs[0] if c != "system"]
@@ -165,7 +194,11 @@ def showdown_section(document: dict) -> list[str]:
         columns = [c for c in perplexities[0] if c != "model"]
         lines += ["### Perplexity: forgetting (WikiText) and fit (knowledge-base text)", "",
                   *table(["model", *columns],
-                         [[r["model"], *(num(r.get(c), 1) for c in columns)] for r in perplexities])]
+                         [[r["model"], *(num(r.get(c), 1) for c in columns)] for r in perplexities]),
+                  *figure(figures, "perplexity.png", "perplexity of each model",
+                          lambda axes: pd.DataFrame(perplexities).set_index("model").plot.bar(
+                              subplots=True, ax=axes, legend=False, rot=0),
+                          ncols=len(columns))]
     freshness = document.get("freshness", [])
     if freshness:
         lines += ["### Freshness: the updated questions", "",
@@ -194,7 +227,11 @@ def showdown_section(document: dict) -> list[str]:
     return lines
 
 
-def raft_section(document: dict) -> list[str]:
+def raft_section(document: dict, figures: Path | None = None) -> list[str]:
+    import pandas as pd
+
+    from ragft_helpers import viz
+
     lines = ["## Notebook 06: teach the model to read (RAFT)", ""]
     rows = document.get("table", [])
     if rows:
@@ -210,6 +247,11 @@ def raft_section(document: dict) -> list[str]:
             lines += [f"**{phrasing}**", "",
                       *table(["system", *RAFT_METRICS], pivot(records, list(RAFT_METRICS),
                                                               _systems(records)))]
+        free = pd.DataFrame([r for r in rows if r["metric"] == "free"])
+        lines += figure(figures, "raft-free-form.png", "free-form accuracy by phrasing",
+                        lambda ax: viz.plot_accuracy(free.assign(metric=free["phrasing"]),
+                                                     _systems(rows), ax=ax, chance=None,
+                                                     ylabel="free-form accuracy (answerable)"))
     pooled = document.get("pooled", {})
     if pooled:
         lines += ["### Free-form accuracy, both phrasings pooled", "",
@@ -229,7 +271,11 @@ def raft_section(document: dict) -> list[str]:
     return lines
 
 
-def tasks_section(document: dict) -> list[str]:
+def tasks_section(document: dict, figures: Path | None = None) -> list[str]:
+    import pandas as pd
+
+    from ragft_helpers import viz
+
     lines = ["## Notebook 07: sorting customer messages (task fine-tuning vs retrieval)", ""]
     rows = document.get("table", [])
     if rows:
@@ -240,7 +286,10 @@ def tasks_section(document: dict) -> list[str]:
                            interval(r, "macro_f1", "macro_f1_low", "macro_f1_high"),
                            interval(r, "accuracy", "accuracy_low", "accuracy_high"),
                            num(r.get("ms_per_message"), 0), num(r.get("train s"), 0),
-                           num(r.get("index s"), 1)] for r in rows])]
+                           num(r.get("index s"), 1)] for r in rows]),
+                  *figure(figures, "tasks.png", "every system on the test messages",
+                          lambda ax: viz.plot_task_scores(pd.DataFrame(rows).set_index("system"),
+                                                          ax=ax))]
     curve = document.get("curve", [])
     if curve:
         systems = list(dict.fromkeys(r["system"] for r in curve))
@@ -249,7 +298,10 @@ def tasks_section(document: dict) -> list[str]:
         lines += ["### Learning curve (macro-F1; training messages per intent)", "",
                   *table(["per intent", *systems],
                          [[num(size), *(num(cells[(size, s)]["macro_f1"], 3) if (size, s) in cells
-                                        else "—" for s in systems)] for size in sizes])]
+                                        else "—" for s in systems)] for size in sizes]),
+                  *figure(figures, "learning-curve.png", "learning curve",
+                          lambda ax: viz.plot_learning_curve(pd.DataFrame(curve),
+                                                             document.get("crossover"), ax=ax))]
     crossover = document.get("crossover")
     if crossover:
         lines += ["Where fine-tuning overtakes retrieval on the learning curve, as notebook 07 "
@@ -280,9 +332,11 @@ SECTIONS = {"raft": raft_section, "tasks": tasks_section}
 
 
 def build_page(profile: str, showdown: dict, showdown_path: Path,
-               optional: dict[str, tuple[dict, Path]] | None = None) -> str:
+               optional: dict[str, tuple[dict, Path]] | None = None,
+               figures: Path | None = None) -> str:
     """The page: the showdown's sections, then each optional notebook's (``optional``: stem ->
-    (document, path)), or how to produce a missing one."""
+    (document, path)), or how to produce a missing one; figures drawn into ``figures`` (a folder
+    beside the page), none when it is None."""
     optional = optional or {}
     sources = ", ".join([f"`{showdown_path.name}` (notebook 08)",
                          *(f"`{path.name}` (notebook {OPTIONAL[stem][0]})"
@@ -295,10 +349,10 @@ def build_page(profile: str, showdown: dict, showdown_path: Path,
              "## The run", "", *run_section(showdown, showdown_path, "Notebook 08")]
     for stem, (document, path) in optional.items():
         lines += run_section(document, path, f"Notebook {OPTIONAL[stem][0]}")
-    lines += showdown_section(showdown)
+    lines += showdown_section(showdown, figures)
     for stem, (number, notebook) in OPTIONAL.items():
         if stem in optional:
-            lines += SECTIONS[stem](optional[stem][0])
+            lines += SECTIONS[stem](optional[stem][0], figures)
         else:
             lines += [f"## Notebook {number}", "",
                       f"No `{stem}-{profile}.json` beside the showdown's file: run "
@@ -331,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     optional = {stem: (json.loads(path.read_text(encoding="utf-8")), path)
                 for stem in OPTIONAL if (path := folder / f"{stem}-{args.profile}.json").is_file()}
     out = args.out or ROOT / "docs" / f"results-{args.profile}.md"
-    out.write_text(build_page(args.profile, showdown, showdown_path, optional), encoding="utf-8")
+    figures = out.with_suffix("")  # docs/results-<profile>/ beside the page
+    out.write_text(build_page(args.profile, showdown, showdown_path, optional, figures),
+                   encoding="utf-8")
     print(f"wrote {out} from " + ", ".join(str(p) for p in
                                            [showdown_path, *(path for _, path in optional.values())]))
     return 0

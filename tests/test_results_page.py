@@ -48,7 +48,8 @@ def tasks() -> dict:
     return {"settings": {"profile": "laptop", "seed": 42}, "saved_at": "2030-01-02T02:00:00Z",
             "versions": {"torch": "9.9.9+cpu"}, "provenance": [],
             "table": [{"system": "kNN", "n": 250, "macro_f1": 0.79, "macro_f1_low": 0.74,
-                       "macro_f1_high": 0.84, "accuracy": 0.8, "ms_per_message": 22.0,
+                       "macro_f1_high": 0.84, "accuracy": 0.8, "accuracy_low": 0.75,
+                       "accuracy_high": 0.85, "ms_per_message": 22.0,
                        "train s": 0.0, "index s": 1.0}],
             "curve": [{"per_label": 2, "system": "kNN", "macro_f1": 0.6}],
             "crossover": {"status": "crossed", "per_label": 8},
@@ -112,6 +113,10 @@ def test_page_with_notebook_07(tmp_path):
     assert "## Notebook 07" in page and "| kNN | 0.79 [0.74, 0.84] (n=250) |" in page
     assert "| minilm | 600 | 150 | 98 | 1,900 | 2.30 → 0.14 |" in page
     assert "5,879 MB" in page
+    # Every figure is drawn from the file, beside the page, and shown on it.
+    for name in ("accuracy", "accuracy-by-type", "perplexity", "tasks", "learning-curve"):
+        assert (tmp_path / "page" / f"{name}.png").stat().st_size > 1000
+        assert f"](page/{name}.png)" in page
 
 
 def test_page_with_notebook_06(tmp_path):
@@ -131,6 +136,7 @@ def test_page_with_notebook_06(tmp_path):
     assert "| raft-lora | yes | 384 | 0.75 | 96 | 921,600 | 307 | 4,800 | 2.10 → 0.60 |" in page
     assert "No `tasks-laptop.json` beside the showdown's file" in page
     assert "No `raft-laptop.json`" not in page
+    assert (tmp_path / "page" / "raft-free-form.png").is_file() and "](page/raft-free-form.png)" in page
 
 
 def test_without_a_results_file_it_writes_nothing_and_names_the_command(tmp_path, capsys):
