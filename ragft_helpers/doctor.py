@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragft_helpers import assets, hub, wikitext
+from ragft_helpers import assets, hub, results, wikitext
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
 from ragft_helpers.machine import device_description
 
@@ -220,7 +220,19 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
     checks.append(Check("expected runtime", f"per notebook on a 2-core CPU: {measured}"
                         if measured.is_file() else
                         f"not measured for profile '{settings.profile.name}'"))
+    checks.append(reference_check(settings))
     return checks
+
+
+def reference_check(settings: Settings, results_dir: Path | None = None,
+                    reference_dir: Path | None = None) -> Check:
+    """How this profile's saved run compares with the project's reference run
+    (:func:`ragft_helpers.results.reference_summary`)."""
+    line, expected = results.reference_summary(settings, results_dir, reference_dir)
+    return Check("results vs reference", line, True, "" if expected else (
+        f"compare with docs/results-{settings.profile.name}.md; far from the reference usually means "
+        "another model (RAGFT_MODEL) or changed settings; the seed alone moves numbers within the "
+        "intervals"))
 
 
 def format_checks(checks: list[Check]) -> str:

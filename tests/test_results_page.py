@@ -101,6 +101,10 @@ def test_page_from_a_showdown_file(tmp_path):
     assert "| RAG adapts to dynamic or evolving information | updated questions: RAG 0.75 vs FT 0.25 | **supported** |" in page
     assert "No `tasks-laptop.json` beside the showdown's file" in page
     assert "No `raft-laptop.json` beside the showdown's file" in page
+    # The reference numbers a student's run is compared with, beside the page.
+    numbers = json.loads((tmp_path / "page.json").read_text())["numbers"]
+    assert {"notebook": "08", "system": "RAG", "metric": "mc", "value": 0.7, "low": 0.6,
+            "high": 0.8, "n": 20} in [{**n, "low": round(n["low"], 2), "high": round(n["high"], 2)} for n in numbers]
 
 
 def test_page_with_notebook_07(tmp_path):

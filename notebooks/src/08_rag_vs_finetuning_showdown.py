@@ -330,6 +330,26 @@ plt.show()
 print(path)
 
 # %% [markdown]
+# ### Your run against the reference run
+# The project keeps one reference run per profile: its tables and figures are in
+# `docs/results-<profile>.md`, its key numbers in `docs/results-<profile>.json`. Below, every
+# number this run shares with it — this notebook's, and notebooks 06 and 07's if they ran — with
+# the reference's 95% interval. "as expected" means inside it; the seed alone moves numbers
+# within the intervals, another model or other settings move them out. `ragft doctor` prints the
+# same comparison in one line.
+
+# %%
+reference = results.load_reference(settings.profile.name)
+if reference is None:
+    print(f"No reference run for the profile {settings.profile.name!r} in docs/.")
+else:
+    comparison = results.compare_with_reference(
+        results.key_numbers(results.saved_documents(settings)), reference)
+    print(f"reference run saved {reference['saved_at']}")
+    display(comparison.style.apply(lambda row: ["color: #b00" if row["verdict"] != "as expected"
+                                                 else "" for _ in row], axis=1))
+
+# %% [markdown]
 # ## Step 9 — Side by side
 # Type or pick a question, choose systems, and compare their answers, sources and latency. The
 # button calls `harness.side_by_side`, a plain function (tested without a browser) — here it is
