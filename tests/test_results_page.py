@@ -81,12 +81,18 @@ def _write(folder: Path, name: str, document: dict) -> None:
     (folder / name).write_text(json.dumps(document))  # NaN as JSON's NaN, as save_results writes
 
 
-def test_page_from_a_showdown_file(tmp_path):
+def _page(tmp_path: Path, **documents: dict) -> str:
+    """The page written from these results files (stem -> document) beside the showdown's."""
     results = tmp_path / "results"
-    _write(results, "showdown-laptop.json", showdown())
+    for stem, document in {"showdown": showdown(), **documents}.items():
+        _write(results, f"{stem}-laptop.json", document)
     out = tmp_path / "page.md"
     assert make_results_page.main(["--results-dir", str(results), "--out", str(out)]) == 0
-    page = out.read_text()
+    return out.read_text()
+
+
+def test_page_from_a_showdown_file(tmp_path):
+    page = _page(tmp_path)
     assert page.startswith("# Expected results at the `laptop` profile")
     assert "| saved | 2030-01-02T03:04:05Z |" in page
     assert "torch 9.9.9+cpu, chromadb 8.8.8" in page
@@ -108,12 +114,7 @@ def test_page_from_a_showdown_file(tmp_path):
 
 
 def test_page_with_notebook_07(tmp_path):
-    results = tmp_path / "results"
-    _write(results, "showdown-laptop.json", showdown())
-    _write(results, "tasks-laptop.json", tasks())
-    out = tmp_path / "page.md"
-    assert make_results_page.main(["--results-dir", str(results), "--out", str(out)]) == 0
-    page = out.read_text()
+    page = _page(tmp_path, tasks=tasks())
     assert "## Notebook 07" in page and "| kNN | 0.79 [0.74, 0.84] (n=250) |" in page
     assert "| minilm | 600 | 150 | 98 | 1,900 | 2.30 → 0.14 |" in page
     assert "5,879 MB" in page
@@ -124,12 +125,7 @@ def test_page_with_notebook_07(tmp_path):
 
 
 def test_page_with_notebook_06(tmp_path):
-    results = tmp_path / "results"
-    _write(results, "showdown-laptop.json", showdown())
-    _write(results, "raft-laptop.json", raft())
-    out = tmp_path / "page.md"
-    assert make_results_page.main(["--results-dir", str(results), "--out", str(out)]) == 0
-    page = out.read_text()
+    page = _page(tmp_path, raft=raft())
     assert "`raft-laptop.json` (notebook 06)" in page and "### Notebook 06" in page
     assert "## Notebook 06: teach the model to read (RAFT)" in page
     assert "12 questions, each asked as written and as a variant" in page
