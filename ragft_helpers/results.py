@@ -126,6 +126,11 @@ def saved_documents(settings, results_dir: Path | None = None) -> dict[str, dict
     return found
 
 
+def _missing(value) -> bool:
+    """No number: None, or NaN (a metric with no questions behind it)."""
+    return value is None or value != value
+
+
 def compare_with_reference(numbers: list[dict], reference: dict):
     """One row per number this run shares with the reference run: this run's value, the
     reference's value and 95% interval, and ``verdict``: "as expected" when this run's value lies
@@ -136,7 +141,7 @@ def compare_with_reference(numbers: list[dict], reference: dict):
     rows = []
     for number in numbers:
         ref = known.get((number["notebook"], number["system"], number["metric"]))
-        if ref is None or number["value"] is None or ref["value"] is None:
+        if ref is None or _missing(number["value"]) or _missing(ref["value"]):
             continue
         low = ref["low"] if ref.get("low") is not None else ref["value"]
         high = ref["high"] if ref.get("high") is not None else ref["value"]

@@ -45,6 +45,9 @@ def test_a_number_outside_the_reference_interval_is_named():
     higher = results.compare_with_reference(
         results.key_numbers({"tasks": _tasks(0.95)}), reference)
     assert list(higher["verdict"]) == ["higher than expected"]
+    # A metric with no questions behind it (NaN) is not compared.
+    empty = results.key_numbers({"tasks": _tasks(float("nan"))})
+    assert results.compare_with_reference(empty, reference).empty
 
 
 def test_the_doctor_reports_the_saved_run_against_the_reference(tmp_path):
