@@ -55,6 +55,15 @@ def test_has_goals_summary_exercises_and_checkpoints(path):
     assert re.search(r"^\s*assert ", code, re.M), "checkpoint asserts make nbval fail on wrong results"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_ends_with_a_questionnaire(path):
+    """fastbook-style: a few questions after the exercises; the solutions answer them."""
+    prose = _markdown(path)[-1]
+    assert "## Questionnaire" in prose, f"{path.name} does not end with a questionnaire"
+    questions = re.findall(r"^\d+\. ", prose.split("## Questionnaire", 1)[1], re.M)
+    assert len(questions) >= 3, f"{path.name}: {len(questions)} questionnaire questions"
+
+
 # ---- solutions -----------------------------------------------------------------------------------
 
 def _markdown(path):

@@ -285,7 +285,9 @@ assert sweep["chunks"].iloc[0] > sweep["chunks"].iloc[-1]
 # 1. Which question type has the lowest hit@1 in step 4? List its misses with
 #    `ranks[(ranks["type"] == "multi-hop") & (ranks["rank"] != 1)]` (use the type you found) and
 #    read what `retrieval.retrieve(text, k=3, collection=collection, method="dense")` returns for
-#    two of them. Why is retrieval hard there?
+#    two of them. Why is retrieval hard there? Expect multi-hop or updated questions: their
+#    answer sits in two sections, or in a fact several articles repeat, so a neighbouring section
+#    can rank first.
 # 2. Copy `data/knowledge` to a temporary folder
 #    (`shutil.copytree(config.KNOWLEDGE_DIR, Path(tempfile.mkdtemp()) / "knowledge")`), index the
 #    copy into a scratch collection (`scratch = store.open_collection(settings, name="scratch")`,
@@ -298,11 +300,15 @@ assert sweep["chunks"].iloc[0] > sweep["chunks"].iloc[-1]
 #    applies. Does overlap matter on this knowledge base?
 # 4. Index your own folder of notes (Markdown, `.txt` or `.rst`): `ragft index PATH --collection
 #    mine` in a terminal, then `ragft ask "your question" --collection mine`. Which retrieval
-#    method (`--retrieval dense|bm25|hybrid`) finds your answers best?
+#    method (`--retrieval dense|bm25|hybrid`) finds your answers best? Expect the index report to
+#    count every chunk as added the first time and as unchanged on a second run, and hybrid to
+#    rank the right note first at least as often as dense.
 # 5. Each question's second variant is its typo variant. List the ones hybrid retrieval misses:
 #    `typos = {q.variants[1] for q in answerable}`, then
 #    `method_ranks[(method_ranks["method"] == "hybrid") & method_ranks["text"].isin(typos) & (method_ranks["rank"] != 1)]`.
-#    Would a larger correction distance help, or would it start "correcting" real words?
+#    Would a larger correction distance help, or would it start "correcting" real words? Expect
+#    most misses to be corrected correctly and lost to a neighbouring section instead, so a
+#    larger distance fixes few; dictionary words are never corrected at any distance.
 #
 # ## Questionnaire
 # 1. Why are documents cut into chunks at all, and why at headings first?

@@ -357,9 +357,12 @@ assert "empty" in follow_up.error
 #    `state, view = chat.chat_turn(state, "And how much is a replacement card?", model=model,
 #    tokenizer=tokenizer, collection=collection, settings=settings)` after the Tern Card turn of
 #    step 7. The prompt holds the previous turn, but retrieval sees only the new message: look at
-#    `view.sources` to see what it found.
+#    `view.sources` to see what it found. Expect the sources to be exactly what the message alone
+#    retrieves, whatever the history says.
 # 5. Change `combine` in step 3 to put the question *before* the context. The checkpoint fails:
-#    the prompt is no longer the package's. Does the answer change too?
+#    the prompt is no longer the package's. Does the answer change too? Expect the same pieces in
+#    another order; whether the answer changes depends on the question (a small model attends
+#    most to what it read last).
 #
 # ## Questionnaire
 # 1. Name the three steps of RAG and say in which order the bot in this notebook runs them.

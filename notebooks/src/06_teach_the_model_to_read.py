@@ -217,16 +217,20 @@ widgets.chat_widget(model=base.model, tokenizer=base.tokenizer, collection=colle
 #    chunks `retrieval.retrieve` returns), run the LoRA reader once on it, and read the
 #    probabilities of the first token of `"[1]: ..."` and of the abstention
 #    (`rag.ABSTAIN_TEXT`). Compare them on answerable and unanswerable questions. What would have to
-#    change for the reader to abstain more often?
+#    change for the reader to abstain more often? Expect `p(abstain)` to stay well below
+#    `p(cite)` on the unanswerable questions too (the reference run abstains on none of them).
 # 2. **More distractors.** Score `base + RAG` and `RAFT LoRA + RAG` again with one chunk and with
 #    five (`harness.System(..., k=1)`, `k=5`) on the canonical test questions. Which reader loses
-#    more when the context holds more distractors?
+#    more when the context holds more distractors? Expect each answer to cite from exactly k
+#    chunks, and accuracy differences of a question or two (inside the intervals) at this size.
 # 3. **Which phrasing gains?** From `table`, compute each system's free-form accuracy on the
 #    canonical questions and on the variants. Does RAFT help more on the clean questions or on
-#    the way people type?
+#    the way people type? In the reference run (`docs/results-laptop.md`) RAFT LoRA + RAG gained
+#    on the variants (0.28 → 0.50) and not on the canonical questions (0.50 → 0.50).
 # 4. Find a held-out question RAFT LoRA + RAG gets wrong although the oracle chunk was retrieved
 #    (the `sources` column lists the retrieved chunks). Is the answer in one sentence of the chunk,
-#    or spread over two?
+#    or spread over two? Expect both kinds: a quoted wrong sentence (a reading error), or an
+#    answer no single sentence states.
 #
 # ## Questionnaire
 # 1. Why must the knowledge base be split by *article* rather than by question?

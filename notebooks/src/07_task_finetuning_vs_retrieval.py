@@ -325,19 +325,24 @@ print(f"- New intent: indexing {len(new_examples)} examples took {adapt_seconds:
 # ## Exercises
 # 1. Give few-shot more examples: `tasks.FewShot(lm.model, lm.tokenizer, collection=collection, k=8)`
 #    and evaluate it with `tasks.evaluate(..., test)`. Does macro-F1 rise, and what happens to the
-#    latency per message?
+#    latency per message? Expect a longer prompt and slower answers, and a
+#    macro-F1 change inside the bootstrap interval.
 # 2. Train the MiniLM classifier for one epoch instead of `task_epochs`:
 #    `tasks.ensure_classifier("minilm", train, settings.with_budgets(task_epochs=1.0))` (a new
 #    folder, so it trains) and load it with the same settings. How much macro-F1 does it lose?
+#    Expect fewer steps, a higher final loss and a lower macro-F1.
 # 3. Find the messages the best classifier gets wrong:
 #    `scored[best][~scored[best]["correct"]]`. Which of them does a precedence rule of
 #    `data/README.md` explain (money back is `refund`, a complaint without a money-back request is
-#    `complaint`, ...), and which intents does the classifier confuse in the others?
+#    `complaint`, ...), and which intents does the classifier confuse in the others? Expect most
+#    errors to involve `refund` or `complaint`: messages that do, or do not, ask for money back.
 # 4. Add `group_travel` with only 3 examples (`tasks.select(tickets, "train", [tasks.NEW_LABEL], 3)`):
 #    remove the label from the index first with `tasks.remove_label(collection, tasks.NEW_LABEL)`,
-#    index the three, and measure kNN's recall again.
+#    index the three, and measure kNN's recall again. Expect some recall (none without examples),
+#    and no more than with `task_new_examples` examples.
 # 5. Write five messages of your own to `my.jsonl` (one `{"text": ...}` per line) and run
-#    `ragft classify --in my.jsonl --out labels.jsonl --method knn` in a terminal.
+#    `ragft classify --in my.jsonl --out labels.jsonl --method knn` in a terminal. Expect one
+#    label per line of `labels.jsonl`, right for most clear messages.
 #
 # ## Questionnaire
 # 1. Why is a classification task a fairer test of fine-tuning than injecting facts?

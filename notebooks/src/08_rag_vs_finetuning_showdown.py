@@ -386,8 +386,30 @@ widgets.side_by_side_widget(compared, sample, settings)
 #   stays stale until it is trained again.
 #
 # ## Exercises
-# 1. Run with `RAGFT_PROFILE=laptop`. Which verdicts change from "inconclusive"?
+# 1. Run with `RAGFT_PROFILE=laptop` (notebooks 05 and 08; over an hour on a laptop CPU). Which
+#    verdicts change from "inconclusive"? Expect every multiple-choice interval to be less than
+#    half as wide (about five times the questions), so a gap as large as RAG's lead over FT
+#    separates the intervals: the reference run (`docs/results-laptop.md`) calls "RAG is less
+#    prone to overfitting" supported.
 # 2. Re-run with `settings = settings.with_budgets(rag_k=4)` at the top. What happens to RAG's
-#    accuracy and latency?
-# 3. Compare FT and FT+aug per question type: where does augmentation help?
+#    accuracy and latency? Expect every prompt to grow by about one chunk (the time to read it
+#    grows with it) and the accuracy to move by a question or two, inside the intervals.
+# 3. Compare FT and FT+aug per question type: where does augmentation help? Expect the
+#    paraphrases to change the chosen option on some questions, any gain to sit on single-hop and
+#    numeric questions (the facts the paraphrases restate), and none on the updated ones.
 # 4. Find a question where FT+aug+RAG is right and RAG alone is wrong (or the reverse). Why?
+#    Expect a few such questions: the two systems read the same retrieved chunks with different
+#    weights.
+#
+# ## Questionnaire
+# 1. Why must every system be scored by the same harness, on the same questions, with the same
+#    metrics?
+# 2. What does a 95% bootstrap interval say about an accuracy, and why does the claims table call
+#    two systems whose intervals overlap "inconclusive at this scale"?
+# 3. Multiple choice and free-form answers measure different things. What does each measure, and
+#    why can a model do well on one and badly on the other?
+# 4. Fine-tuning on the knowledge base lowered the perplexity of its text a lot, but barely moved
+#    the multiple-choice accuracy. What did the model learn, and what did it not?
+# 5. The facts changed in step 6. What did RAG need to answer the updated questions, what did the
+#    fine-tuned model need, and what did each cost in seconds?
+# 6. RAG's answers take longer than the model's alone. Where does the extra time go?

@@ -2,9 +2,10 @@
 # # 08 · The showdown: RAG versus fine-tuning, measured — solutions
 #
 # Worked solutions to the exercises of [notebook 08](../08_rag_vs_finetuning_showdown.ipynb),
-# each with a checkpoint that fails when the effect the exercise describes does not hold. The
-# setup is the notebook's own: the fine-tuned variants notebook 05 saved (reloaded, not trained),
-# the same index without the update notices, and the same question sample. Only the four systems
+# each with a checkpoint that fails when the effect the exercise describes does not hold, and
+# answers to its questionnaire. The setup is the notebook's own: the fine-tuned variants notebook
+# 05 saved (reloaded, not trained), the same index without the update notices, and the same
+# question sample. Only the four systems
 # the exercises compare are scored again (RAG twice, for two values of k); exercise 1 works from
 # the results file notebook 08 saved.
 
@@ -217,4 +218,28 @@ assert (disagree["mc_choice"] != disagree["mc_choice (FT+aug+RAG)"]).all()
 
 # %% [markdown]
 # ## Questionnaire answers
-# Notebook 08 ends with its exercises; it has no questionnaire.
+# 1. **One harness.** A difference between two systems means something only when nothing else
+#    differs: the same questions, the same prompt rules, the same scoring of an answer. Scored by
+#    different code, a gap could come from the scorer (a looser match, an easier sample) rather
+#    than from retrieval or fine-tuning.
+# 2. **Intervals.** Resampling the questions with replacement 1,000 times and recomputing the
+#    accuracy shows how much it would move with another sample of the same size; the middle 95%
+#    of those values is the interval. When two intervals overlap, the data do not rule out that
+#    the two systems are equally good, so the verdict waits for more questions (exercise 1).
+# 3. **Multiple choice vs free-form.** Multiple choice compares the model's probability of each
+#    given option: it measures whether the model *prefers* the right fact, even when it could not
+#    produce it. A free-form answer must be generated and contain the fact: it measures whether
+#    the model can *say* it. A model can prefer the right option by a small margin and still
+#    generate something else; or generate a fluent sentence that states no fact at all.
+# 4. **Perplexity vs knowledge.** Lower perplexity on the articles means the model predicts their
+#    wording better — their style, names and recurring phrases. A few epochs over each article
+#    rarely make it store a specific fact (a fare, a time) strongly enough to prefer it over the
+#    other options for a question worded differently from the text.
+# 5. **Freshness.** RAG needed the notices indexed (a few chunks embedded, well under a second)
+#    and, for a small reader, the notices applied to the old chunks. The fine-tuned model would
+#    need to be trained again on the new facts: the training time of step 4 (minutes), and it is
+#    stale until then.
+# 6. **Overhead.** RAG embeds the question and searches the index (milliseconds), then the model
+#    reads a prompt several chunks long before it writes the first word. Reading those extra
+#    hundreds of tokens (the prefill) is most of the extra time; the answer itself is about as
+#    long as without retrieval.
