@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 # The dense side's weight, chosen on the question variants of the train articles
-# (raft.split_questions): 0.6-0.7 score alike there (hit@1 0.786-0.788, against 0.714 with
-# reciprocal-rank fusion). Confirmed on the test articles' variants (hit@1 0.689 against 0.667)
+# (raft.split_questions) with bm25s's default BM25 parameters: 0.6-0.7 score alike there (hit@1
+# 0.786-0.788, against 0.714 with reciprocal-rank fusion). Confirmed on the test articles' variants (hit@1 0.689 against 0.667)
 # and on the documentation corpus of benchmarks/bench_docs.py.
 DENSE_WEIGHT = 0.6
 

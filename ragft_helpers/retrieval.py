@@ -22,11 +22,14 @@ from ragft_helpers.config import SUPERSEDE_MODES, Settings, get_settings
 from ragft_helpers.corpus import superseded_sources
 from ragft_helpers.fusion import convex_fusion
 from ragft_helpers.lexical import lexical_index
-from ragft_helpers.store import embed_query, open_collection, require_index
+from ragft_helpers.store import embed_queries, open_collection, require_index
 
 METHODS = ("dense", "bm25", "hybrid")
 DEFAULT_METHOD = "hybrid"  # the best of the three on realistically phrased questions (notebook 03)
 CANDIDATES = 20  # chunks each side contributes to a hybrid fusion
+# A sentence of a question long enough to be searched on its own by hybrid retrieval (words).
+MIN_PIECE_WORDS = 3
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 RRF_C = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
 # A value: an amount, a time, a percentage, a count or a range of them (£12.40, 07:00–20:00, 15%).
 VALUE = r"[£$€]?\d+(?:[.,:]\d+)*(?:\s?[–-]\s?\d+(?:[.,:]\d+)*)?%?"
@@ -274,23 +277,41 @@ def _notices(collection) -> list[tuple[str, str, dict]]:
     return list(zip(result["ids"], result["documents"], result["metadatas"]))
 
 
-def _dense(collection, embedding: list[float], n: int) -> list[tuple[str, str, dict, float]]:
-    result = collection.query(query_embeddings=[embedding], n_results=n,
+def query_pieces(question: str) -> list[str]:
+    """What hybrid retrieval embeds for ``question``: the question, then each of its sentences
+    of :data:`MIN_PIECE_WORDS` words or more when it has two or more. A long message ("we're
+    travelling with my mum next week, she uses a wheelchair. can she stay in the car?") mixes its
+    question with context that pulls a single embedding away from it; each chunk is scored by the
+    piece it is most similar to."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(question) if len(s.split()) >= MIN_PIECE_WORDS]
+    return [question, *sentences] if len(sentences) > 1 else [question]
+
+
+def _dense(collection, embeddings: list[list[float]], n: int) -> list[tuple[str, str, dict, float]]:
+    """The ``n`` chunks most similar to any of ``embeddings``, each with its highest similarity,
+    best first (each embedding's ``n`` nearest are the candidates; with one embedding, Chroma's
+    answer as it is)."""
+    result = collection.query(query_embeddings=embeddings, n_results=n,
                               include=["documents", "metadatas", "distances"])
-    return [(id_, text, metadata, 1.0 - distance) for id_, text, metadata, distance
-            in zip(result["ids"][0], result["documents"][0], result["metadatas"][0],
-                   result["distances"][0])]
+    best: dict[str, tuple[str, str, dict, float]] = {}
+    for ids, texts, metadatas, distances in zip(result["ids"], result["documents"],
+                                                result["metadatas"], result["distances"]):
+        for id_, text, metadata, distance in zip(ids, texts, metadatas, distances):
+            if id_ not in best or 1.0 - distance > best[id_][3]:
+                best[id_] = (id_, text, metadata, 1.0 - distance)
+    return sorted(best.values(), key=lambda row: -row[3])[:n]
 
 
-def _fetch(collection, ids: list[str], embedding: list[float]) -> dict[str, tuple[str, str, dict, float]]:
-    """Chunks by id with their cosine similarity to the question (the stored vectors are unit)."""
+def _fetch(collection, ids: list[str], embeddings: list[list[float]]) -> dict[str, tuple[str, str, dict, float]]:
+    """Chunks by id with their highest cosine similarity to ``embeddings`` (the stored vectors
+    are unit)."""
     import numpy as np
 
     if not ids:
         return {}
     result = collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
-    query = np.asarray(embedding, dtype=np.float32)
-    return {id_: (id_, text, metadata, float(np.dot(query, np.asarray(vector, dtype=np.float32))))
+    queries = np.asarray(embeddings, dtype=np.float32)
+    return {id_: (id_, text, metadata, float((queries @ np.asarray(vector, dtype=np.float32)).max()))
             for id_, text, metadata, vector in zip(result["ids"], result["documents"],
                                                    result["metadatas"], result["embeddings"])}
 
@@ -316,9 +337,10 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     :mod:`ragft_helpers.lexical`) or "hybrid" (the :data:`CANDIDATES` best chunks of each,
     ranked by a weighted sum of their normalised dense and BM25 scores,
     :func:`ragft_helpers.fusion.convex_fusion`). BM25 and hybrid first correct words the index
-    does not know (typos) to the closest words it does (:meth:`LexicalIndex.correct`). Every chunk's
-    ``score`` is its cosine similarity to the (corrected) question, whatever ranked it, so one
-    threshold means the same for every method.
+    does not know (typos) to the closest words it does (:meth:`LexicalIndex.correct`); the dense
+    side of hybrid scores each chunk by the most similar of the question and its sentences
+    (:func:`query_pieces`). Every chunk's ``score`` is that cosine similarity to the (corrected)
+    question, whatever ranked it, so one threshold means about the same for every method.
 
     Notices (``supersede``, default the settings' ``supersede``, ``RAGFT_SUPERSEDE``; judged on
     ``as_of``, default :func:`retrieval_date`): a returned notice in force names the files it
@@ -341,12 +363,12 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
         return []
     bm25 = lexical_index(collection, settings) if method != "dense" else None
     query = bm25.correct(question) if bm25 is not None else question
-    embedding = embed_query(query)
+    embeddings = embed_queries(query_pieces(query) if method == "hybrid" else [query])
     notices = _notices(collection) if mode != "none" else []
     day = retrieval_date(settings, as_of) if notices else None
     reorder = bool(notices) and mode in ("demote", "article")
     depth = min(count, k if method == "dense" and not reorder else max(k, CANDIDATES))
-    dense = _dense(collection, embedding, depth) if method != "bm25" else []
+    dense = _dense(collection, embeddings, depth) if method != "bm25" else []
     found = {row[0]: row for row in dense}
     if bm25 is None:
         ranked = list(found)
@@ -355,17 +377,17 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
         if method == "bm25":
             ranked = lexical_ids
         else:  # each candidate of either side with both of its scores
-            found.update(_fetch(collection, [id_ for id_ in lexical_ids if id_ not in found], embedding))
+            found.update(_fetch(collection, [id_ for id_ in lexical_ids if id_ not in found], embeddings))
             candidates = list(dict.fromkeys([*(row[0] for row in dense), *lexical_ids]))
             lexical_scores = bm25.scores(query, candidates)
             ranked = [id_ for id_, _ in convex_fusion(
                 {id_: (found[id_][3], lexical_scores[id_]) for id_ in candidates})]
     if reorder:
         ranked = ranked[:depth]
-        found.update(_fetch(collection, [id_ for id_ in ranked if id_ not in found], embedding))
+        found.update(_fetch(collection, [id_ for id_ in ranked if id_ not in found], embeddings))
         ranked = apply_notices([found[id_][:3] for id_ in ranked], notices, day, mode)
     ranked = ranked[:k]
-    found.update(_fetch(collection, [id_ for id_ in ranked if id_ not in found], embedding))
+    found.update(_fetch(collection, [id_ for id_ in ranked if id_ not in found], embeddings))
     changes = changes_by_source(notices, day) if mode == "rewrite" and notices else {}
     chunks = []
     for id_ in ranked:

@@ -291,7 +291,12 @@ def reset_index(settings: Settings | None = None, name: str = DEFAULT_COLLECTION
 
 def embed_query(question: str) -> list[float]:
     """The question's normalised MiniLM embedding, as the index embeds its chunks."""
-    return [float(x) for x in MiniLMEmbeddingFunction()([question])[0]]
+    return embed_queries([question])[0]
+
+
+def embed_queries(questions: Sequence[str]) -> list[list[float]]:
+    """:func:`embed_query` of each of ``questions``, in one batch."""
+    return [[float(x) for x in vector] for vector in MiniLMEmbeddingFunction()(list(questions))]
 
 
 def require_index(collection) -> int:

@@ -58,6 +58,25 @@ def test_typos_are_corrected_to_words_the_index_knows(indexed, settings):
     assert sources(top) == ["cafe.md"]
 
 
+def test_a_long_message_is_searched_by_its_sentences_too(indexed, settings):
+    message = ("We are taking the kids to their grandparents for the weekend and packing soup, "
+               "sandwiches and hot drinks for the trip. If the sailing is cancelled, do we get the "
+               "money back to the card?")
+    pieces = retrieval.query_pieces(message)
+    assert pieces[0] == message and len(pieces) == 3 and pieces[2].startswith("If the sailing")
+    assert retrieval.query_pieces("dog fare orvanay?") == ["dog fare orvanay?"]
+    assert retrieval.query_pieces("Hi. Is the cafe open?") == ["Hi. Is the cafe open?"]  # "Hi." is too short
+    collection, _ = indexed
+    # each chunk's hybrid score is its highest cosine similarity to the message or a sentence of it
+    best = {}
+    for piece in pieces:
+        for chunk in retrieval.retrieve(piece, 3, collection, settings=settings, method="dense"):
+            best[chunk.id] = max(best.get(chunk.id, -1.0), chunk.score)
+    hybrid = retrieval.retrieve(message, 3, collection, settings=settings, method="hybrid")
+    assert [c.score for c in hybrid] == pytest.approx([best[c.id] for c in hybrid], abs=1e-5)
+    assert sources(hybrid)[0] == "refunds.md"  # the question, not the picnic
+
+
 def test_an_unknown_method_is_refused_naming_the_choices(indexed, settings):
     with pytest.raises(ValueError, match="dense, bm25, hybrid"):
         retrieval.retrieve("soup?", 1, indexed[0], settings=settings, method="sparse")

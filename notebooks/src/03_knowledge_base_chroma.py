@@ -192,7 +192,10 @@ assert quality.loc["all", "hit@5"] >= 0.6 and quality.loc["all", "hit@1"] >= 0.4
 # one on both sides; each side's scores are rescaled so its best candidate gets 1 and its worst 0,
 # and a chunk's hybrid score is `0.6 × dense + 0.4 × BM25` (`ragft_helpers.fusion`). Before the
 # word search, words the index has never seen are corrected to the closest word it has (`retrun`
-# → `return`); English words it lacks ("battery") are left as typed.
+# → `return`); English words it lacks ("battery") are left as typed. And a long message is
+# searched by its sentences too: its dense side scores each chunk by the most similar of the whole
+# message and each of its sentences, so a question buried in personal context still finds its
+# chunk (`retrieval.query_pieces`).
 #
 # The questions in `data/qa` are written cleanly. Each also has four **variants** phrased as
 # people type: casual lower case, with typos, terse keywords, and long-winded with personal
