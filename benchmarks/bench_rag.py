@@ -44,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
-from ragft_helpers import rag, retrieval, retrieval_metrics, scoring, store
+from ragft_helpers import raft, rag, retrieval, retrieval_metrics, scoring, store
 from ragft_helpers.assets import load_causal_lm
 from ragft_helpers.config import get_settings
 from ragft_helpers.corpus import chunk_documents, load_documents
@@ -317,6 +317,28 @@ def quality_table(r: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def quality_by_split(ranks, questions) -> list[dict]:
+    """The default method's quality on the variants, by side of notebook 06's article split: the
+    fusion weight and the BM25 parameters were chosen on the train articles' variants, so the test
+    articles' are held out from that choice."""
+    train, test = raft.split_questions([q for q in questions if q.answerable])
+    side = {q.id: "train articles" for q in train} | {q.id: "test articles (held out)" for q in test}
+    variants = ranks[(ranks["method"] == retrieval.DEFAULT_METHOD) & (ranks["phrasing"] == "variant")]
+    variants = variants.assign(side=variants["id"].map(side).fillna("questions on both sides"))
+    return [{"side": name, **retrieval_metrics.retrieval_quality(rows).loc["all"].to_dict()}
+            for name, rows in variants.groupby("side", sort=False)]
+
+
+def split_table(r: dict) -> str:
+    """The default method's variant quality by side of the article split."""
+    rows = [f"{r['default_method'].capitalize()} retrieval on the variants, by article (the weights "
+            "and parameters were chosen on the train articles):\n",
+            "| questions about | variants | hit@1 | hit@5 | MRR |", "| --- | ---: | ---: | ---: | ---: |"]
+    rows += [f"| {q['side']} | {q['questions']:.0f} | {q['hit@1']:.3f} | {q['hit@5']:.3f} | {q['MRR']:.3f} |"
+             for q in r["quality_by_split"]]
+    return "\n".join(rows) + "\n"
+
+
 def answer_notes(r: dict) -> str:
     """How to read the answer rows."""
     return (f"The answer rows use the same {r['answers']} answerable questions, spread over the "
@@ -324,7 +346,7 @@ def answer_notes(r: dict) -> str:
             "the answer texts. One by one, an answer's prefill (reading a prompt of a few hundred "
             "tokens) is compute-bound and batching cannot shorten it; batching shares the "
             "memory-bound decode steps among the rows. Wall times grow with the load other jobs "
-            "put on the cores; the CPU time of this process (one torch thread) much less so.\n")
+            "put on the cores; the CPU time of this process much less so.\n")
 
 
 def results_file(r: dict, command: str) -> str:
@@ -336,7 +358,7 @@ def results_file(r: dict, command: str) -> str:
              f"{others_note(r)}.")
     return (f"# Retrieval and RAG benchmark\n\n{setup}\n\n{results_table(r)}\n{answer_notes(r)}\n"
             f"Retrieval quality, section level (a variant counts as its own question):\n\n"
-            f"{quality_table(r)}\nReproduce: `{command}`\n")
+            f"{quality_table(r)}\n{split_table(r)}\nReproduce: `{command}`\n")
 
 
 def readme_section(r: dict, command: str) -> str:
@@ -345,7 +367,7 @@ def readme_section(r: dict, command: str) -> str:
              f"{r['cpus']} CPU cores, {torch.get_num_threads()} torch thread(s); {others_note(r)}.")
     return (f"`{command}` (full table: [results/rag.md](results/rag.md))\n\n{setup}\n\n"
             f"{results_table(r)}\n{answer_notes(r)}\nRetrieval quality, section level:\n\n"
-            f"{quality_table(r)}")
+            f"{quality_table(r)}\n{split_table(r)}")
 
 
 def update_readme(body: str) -> None:
@@ -386,8 +408,8 @@ def main(argv: list[str] | None = None) -> dict:
     questions = [q.question for q in every][:args.queries or None]
     query_ms, query_encode_ms = measure_queries(collection, questions, local, retrieval.DEFAULT_METHOD)
     dense_ms, _ = measure_queries(collection, questions, local, "dense")
-    quality, _ = retrieval_metrics.method_comparison([q for q in every if q.answerable], collection,
-                                                     settings=local)
+    quality, ranks = retrieval_metrics.method_comparison([q for q in every if q.answerable], collection,
+                                                         settings=local)
     answerable = [q for q in every if q.answerable]
     step = max(1, len(answerable) // max(1, args.answers))
     sample = answerable[::step][:args.answers]
@@ -405,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
         "query_p95": percentiles(query_ms, (95,))["p95"], "query_encode_p50": percentiles(query_encode_ms, (50,))["p50"],
         "dense_query_p50": percentiles(dense_ms, (50,))["p50"],
         "default_method": retrieval.DEFAULT_METHOD, "quality": quality.to_dict(orient="records"),
+        "quality_by_split": quality_by_split(ranks, every),
         "encode_tokens_per_s": embedding_tokens(texts) / encode_s,
         # the embedding tables are looked up, not multiplied: they cost no FLOPs per token
         "embedding_parameters": sum(p.numel() for name, p in store.shared_embedding_model().named_parameters()
