@@ -202,9 +202,10 @@ def showdown_section(document: dict, figures: Path | None = None) -> list[str]:
     freshness = document.get("freshness", [])
     if freshness:
         lines += ["### Freshness: the updated questions", "",
-                  *table(["system", "multiple-choice accuracy", "seconds to adapt"],
-                         [[r["system"], interval(r), num(r.get("seconds to adapt"), 1)]
-                          for r in freshness])]
+                  *table(["system", "multiple-choice accuracy", "free-form accuracy",
+                          "seconds to adapt"],
+                         [[r["system"], interval(r, "multiple choice"), num(r.get("free-form")),
+                           num(r.get("seconds to adapt"), 1)] for r in freshness])]
     variants = document.get("variants", [])
     if variants:
         lines += ["### The fine-tuned variants", "",

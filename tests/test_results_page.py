@@ -32,10 +32,11 @@ def showdown() -> dict:
                    "peak RSS MB": 1500} for s in SYSTEMS],
         "perplexities": [{"model": "base", "WikiText perplexity": 40.0, "KB-text perplexity": 30.0},
                          {"model": "kb-full", "WikiText perplexity": 42.0, "KB-text perplexity": 10.0}],
-        "freshness": [{"system": "RAG, before", "value": 0.0, "low": 0.0, "high": 0.0, "n": 4,
-                       "seconds to adapt": float("nan")},
-                      {"system": "RAG, after", "value": 0.75, "low": 0.5, "high": 1.0, "n": 4,
-                       "seconds to adapt": 0.4}],
+        # the shape notebook 08 saves: multiple choice with its interval, free-form accuracy
+        "freshness": [{"system": "RAG, before", "multiple choice": 0.0, "low": 0.0, "high": 0.0,
+                       "n": 4, "free-form": 0.0, "seconds to adapt": float("nan")},
+                      {"system": "RAG, after", "multiple choice": 0.75, "low": 0.5, "high": 1.0,
+                       "n": 4, "free-form": 0.5, "seconds to adapt": 0.4}],
         "claims": [{"claim": "RAG adapts to dynamic or evolving information",
                     "evidence": "updated questions: RAG 0.75 vs FT 0.25", "verdict": "supported"}],
         "variants": [{"name": "kb-full", "lora": False, "augmented": False, "steps": 60,
@@ -99,7 +100,8 @@ def test_page_from_a_showdown_file(tmp_path):
     assert "| model: TinyLM | bundled offline copy — hub unreachable |" in page
     assert "| machine | not recorded in the results file" in page
     assert "| RAG | 0.70 [0.60, 0.80] (n=20) |" in page
-    assert "| RAG, before | 0.00 [0.00, 0.00] (n=4) | — |" in page  # NaN shown as a dash
+    assert "| RAG, before | 0.00 [0.00, 0.00] (n=4) | 0.00 | — |" in page  # NaN shown as a dash
+    assert "| RAG, after | 0.75 [0.50, 1.00] (n=4) | 0.50 | 0.4 |" in page
     assert "| kb-full | no | no | 60 | 61,440 | 300 | 2,900 | 3.50 → 2.00 |" in page
     # The course's expectations, recomputed from the saved numbers.
     assert "| RAG beats the base model on single-hop questions (MC) | 0.75 vs 0.30 | holds |" in page
