@@ -54,7 +54,7 @@ run: $(STAMP)
 		$(BIN)/jupyter nbconvert --to html --output-dir outputs "outputs/$$(basename $$nb)"; \
 	done
 
-# Every benchmark at a small size, about 4 minutes on 2 cores (ratios against same-run baselines):
+# Every benchmark at a small size, about 8 minutes on 2 cores (ratios against same-run baselines):
 # benchmarks/RESULTS.md and RESULTS.png, and each benchmark's table in benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py

@@ -233,6 +233,9 @@ def measure_choices(resolved, collection, questions, settings, index_settings) -
             "retrieval": with_retrieval, "questions": len(items), "batch_size": batch_size,
             "prompt_tokens_p50": p50(len(tokenizer(p, add_special_tokens=False)["input_ids"])
                                      for p, _ in items),
+            # every prompt once, then each of its options after it
+            "tokens": sum(len(tokenizer(p + " " + " ".join(o), add_special_tokens=False)["input_ids"])
+                          for p, o in items),
             "agreement": sum(a[0] == b[0] for a, b in zip(alone, batched)) / len(items),
             "max_score_difference": max(abs(x - y) for a, b in zip(alone, batched)
                                         for x, y in zip(a[1], b[1])),
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
         "embedding_parameters": sum(p.numel() for name, p in store.shared_embedding_model().named_parameters()
                                     if ".embeddings." not in name),
         **answers, "choices": choices, "model": resolved.provenance.name,
+        "model_parameters": sum(p.numel() for p in resolved.model.parameters()),
         "max_new_tokens": min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
     }
     busy_after = busy_cpu_seconds()

@@ -1,15 +1,19 @@
-"""Every benchmark at a size that finishes in about 4 minutes on 2 cores, in one report.
+"""Every benchmark at a size that finishes in about 8 minutes on 2 cores, in one report.
 
     python benchmarks/report.py            # what `make bench` runs
 
 Measures, in this order and in one process (the notebooks in kernels of their own): the machine's
 fp32 matmul GFLOP/s, training throughput (``bench_training``: Trainer vs a plain loop), retrieval
 and RAG (``bench_rag``: indexing vs raw embedding, re-index vs cold build, query vs embedding the
-question alone, RAG answer vs its generation, batched answers vs one by one), and notebooks 01, 03 and 04 at the smoke profile
-(``bench_notebooks``). Each stage is reported as a ratio to its baseline from the same run, and
-the training and embedding stages as a fraction of the matmul limit: training costs about
-6 × parameters FLOPs per token, a forward pass (embedding) about 2 × parameters outside the
-embedding tables (a lookup costs no FLOPs).
+question alone, RAG answer vs its generation, batched answers and batched multiple choice vs one
+question at a time, bf16 vs fp32 answers, hybrid vs dense retrieval quality), the documentation
+corpus (``bench_docs``: ragft's chunker vs naive fixed-size chunks) and notebooks 01, 03 and 04
+at the smoke profile (``bench_notebooks``); the laptop workbook's minutes come from its last full
+run (``benchmarks/results/notebooks-laptop.md``, over an hour: not repeated here). Each stage is
+reported as a ratio to its baseline from the same run, and the training, embedding and scoring
+stages as a fraction of the matmul limit: training costs about 6 × parameters FLOPs per token, a
+forward pass about 2 × parameters (outside the embedding tables for the embedder, whose
+lookups cost no FLOPs; the language model's tied output layer multiplies by its table).
 
 Writes benchmarks/RESULTS.md and benchmarks/RESULTS.png, and the tables of each benchmark to
 benchmarks/results/ as the scripts do on their own.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_docs  # noqa: E402
 import bench_notebooks  # noqa: E402
 import bench_rag  # noqa: E402  (imports ragft_helpers first: offline mode when the hub is unreachable)
 import bench_training  # noqa: E402
@@ -33,7 +39,7 @@ import torch  # noqa: E402
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_PNG = HERE / "RESULTS.png"
 TRAINING_ARGS = ["--steps", "6", "--rounds", "2", "--batch-size", "4", "--block-size", "128"]
-RAG_ARGS = ["--repeats", "2", "--answers", "10"]
+RAG_ARGS = ["--repeats", "2", "--answers", "10", "--bf16"]
 NOTEBOOKS = ["01", "03", "04"]
 NOTEBOOK_PROFILE = "smoke"
 
@@ -68,14 +74,68 @@ def stage_rows(training: dict, rag: dict, gflops: float) -> list[dict]:
          "target": f"p50 ≤ {targets['answer_p50_s']:g} s", "met": rag["answer_p50"] <= targets["answer_p50_s"],
          "fraction": None},
     ]
-    if "batched_ratio" in rag:  # free-form answers in padded batches (rag.answer_many)
+    rows.append({
+        "stage": f"batched answers (batches of {rag['answer_batch_size']})",
+        "measure": f"{rag['batched_s']:.0f} s for {rag['answers']}, {rag['batched_agreement']:.0%} agree",
+        "baseline": f"one by one {rag['reference_s']:.0f} s", "ratio": rag["batched_ratio"],
+        "target": f"≥ {targets['batched_speedup']:g}× faster, all agree",
+        "met": rag["batched_ratio"] >= targets["batched_speedup"] and rag["batched_agreement"] == 1,
+        "fraction": None})
+    forward_flops_per_token = 2 * rag["model_parameters"]
+    for choice in rag["choices"]:
+        context = f"k = {rag['k']} chunks" if choice["retrieval"] else "no retrieval"
         rows.append({
-            "stage": f"batched answers (batches of {rag['answer_batch_size']})",
-            "measure": f"{rag['batched_s']:.0f} s for {rag['answers']}",
-            "baseline": f"one by one {rag['reference_s']:.0f} s", "ratio": rag["batched_ratio"],
-            "target": f"≥ {targets['batched_speedup']:g}× faster",
-            "met": rag["batched_ratio"] >= targets["batched_speedup"], "fraction": None})
+            "stage": f"batched multiple choice, {context}",
+            "measure": f"{choice['batched_s']:.1f} s for {choice['questions']}, "
+                       f"{choice['agreement']:.0%} agree",
+            "baseline": f"per question {choice['alone_s']:.1f} s", "ratio": choice["ratio"],
+            "target": "all choices agree", "met": choice["agreement"] == 1,
+            "fraction": choice["tokens"] / choice["batched_s"] * forward_flops_per_token / (gflops * 1e9)})
+    if "bf16_ratio" in rag:
+        rows.append({
+            "stage": "bf16 answers", "measure": f"p50 {rag['bf16_p50']:.2f} s, "
+                                                 f"{rag['bf16_agreement']:.0%} agree with fp32",
+            "baseline": f"fp32 p50 {rag['answer_p50']:.2f} s", "ratio": rag["bf16_ratio"],
+            "target": "all agree (then used)", "met": rag["bf16_agreement"] == 1, "fraction": None})
+    by_phrasing = {q["phrasing"]: q for q in rag["quality"] if q["method"] == rag["default_method"]}
+    dense = {q["phrasing"]: q for q in rag["quality"] if q["method"] == "dense"}
+    for phrasing, (hit1, hit5) in bench_rag.QUALITY_TARGETS.items():
+        ours, theirs = by_phrasing[phrasing], dense[phrasing]
+        rows.append({
+            "stage": f"retrieval, {phrasing} questions ({rag['default_method']})",
+            "measure": f"hit@1 {ours['hit@1']:.2f}, hit@5 {ours['hit@5']:.2f} ({ours['questions']:.0f})",
+            "baseline": f"dense hit@1 {theirs['hit@1']:.2f}, hit@5 {theirs['hit@5']:.2f}",
+            "ratio": ours["hit@1"] / theirs["hit@1"], "target": f"≥ {hit1:.2f}, ≥ {hit5:.2f}",
+            "met": ours["hit@1"] >= hit1 and ours["hit@5"] >= hit5, "fraction": None})
     return rows
+
+
+def docs_row(docs: dict) -> dict:
+    """ragft's chunker against naive fixed-size chunks on the documentation corpus."""
+    ours, naive = bench_docs.best(docs["rows"], "ragft"), bench_docs.best(docs["rows"], "naive")
+    naive_hit1 = max(r["hit@1"] for r in docs["rows"] if r["chunker"] == "naive")
+    naive_hit5 = max(r["hit@5"] for r in docs["rows"] if r["chunker"] == "naive")
+    return {"stage": f"documentation corpus ({docs['questions']} questions)",
+            "measure": f"ragft {ours['method']} hit@1 {ours['hit@1']:.2f}, hit@5 {ours['hit@5']:.2f}",
+            "baseline": f"naive {naive['method']} hit@1 {naive_hit1:.2f}, hit@5 {naive_hit5:.2f}",
+            "ratio": ours["hit@1"] / naive_hit1, "target": "≥ naive on both",
+            "met": ours["hit@1"] >= naive_hit1 and ours["hit@5"] >= naive_hit5, "fraction": None}
+
+
+def workbook_row() -> dict | None:
+    """The last laptop-profile run of the whole workbook (benchmarks/results/notebooks-laptop.md:
+    too long to repeat here) against its target."""
+    path = bench_notebooks.RESULTS / "notebooks-laptop.md"
+    found = re.search(r"\| \*\*total\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\*",
+                      path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not found:
+        return None
+    minutes, peak = float(found[1]), float(found[2])
+    target_minutes, target_peak = bench_notebooks.TARGETS["laptop"]
+    return {"stage": "laptop workbook (last full run)", "measure": f"{minutes:.1f} min, peak {peak:.2f} GB",
+            "baseline": f"target {target_minutes:.0f} min", "ratio": minutes / target_minutes,
+            "target": f"≤ {target_minutes:.0f} min, ≤ {target_peak:.0f} GB",
+            "met": minutes <= target_minutes and peak <= target_peak, "fraction": None}
 
 
 def markdown(stages: list[dict], notebooks: list[tuple], gflops: float, training: dict, rag: dict,
@@ -115,7 +175,10 @@ def markdown(stages: list[dict], notebooks: list[tuple], gflops: float, training
         f"{training['block_size']} tokens per path, fastest step. Retrieval: {rag['chunks']} chunks "
         f"of {rag['documents']} documents, {rag['queries']} queries, {rag['answers']} answers of "
         f"≤ {rag['max_new_tokens']} new tokens. Ratios are the stage over its baseline: above 1 "
-        "for throughput is faster than the baseline, above 1 for latency is the overhead on top of it.",
+        "for throughput is faster than the baseline, above 1 for latency is the overhead on top of it; "
+        "for retrieval quality, hit@1 over the baseline's; for the workbook, minutes over the target. "
+        "Scoring's fraction of the matmul limit counts each prompt and option token once (2 × "
+        "parameters FLOPs each, fp32), padding excluded.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -126,7 +189,8 @@ def chart(stages: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 1.2 + 0.3 * len(stages)),
+                                      gridspec_kw={"width_ratios": [3, 2]})
     names = [s["stage"] for s in stages]
     left.barh(names, [s["ratio"] for s in stages],
               color=["tab:green" if s["met"] else "tab:red" for s in stages])
@@ -137,7 +201,7 @@ def chart(stages: list[dict], path: Path) -> None:
     limited = [s for s in stages if s["fraction"] is not None]
     right.barh([s["stage"] for s in limited], [s["fraction"] * 100 for s in limited], color="tab:blue")
     right.set_xlim(0, 100)
-    right.set_xlabel("% of the matmul limit (in each stage's precision)")
+    right.set_xlabel("% of the matmul limit\n(in each stage's precision)")
     right.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -149,8 +213,12 @@ def main() -> int:
     gflops = bench_training.matmul_gflops()
     training = bench_training.measure(bench_training.parse_args(TRAINING_ARGS), gflops=gflops)
     rag = bench_rag.main(RAG_ARGS)
+    docs = bench_docs.run(bench_docs.K)
     notebooks = bench_notebooks.measure(NOTEBOOKS, NOTEBOOK_PROFILE)
-    stages = stage_rows(training, rag, gflops)
+    stages = [*stage_rows(training, rag, gflops), docs_row(docs)]
+    workbook = workbook_row()
+    if workbook:
+        stages.append(workbook)
     RESULTS_MD.write_text(markdown(stages, notebooks, gflops, training, rag,
                                    time.perf_counter() - started, load_before), encoding="utf-8")
     chart(stages, RESULTS_PNG)
