@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
+from ragft_helpers import score_cache
 from ragft_helpers.config import Settings
 from ragft_helpers.machine import PeakRSS, percentiles
 from ragft_helpers.qa import Question
@@ -54,6 +55,7 @@ class SystemResult:
     rows: Any  # pandas DataFrame, one row per question
     peak_memory_mb: float
     seconds: float
+    reloaded: bool = False  # scored earlier with the same model, index, settings and questions
 
     def summary(self) -> dict:
         return summarise(self.rows)
@@ -101,7 +103,7 @@ def multiple_choice_many(system: System, questions: Sequence[Question], settings
 
 def evaluate_system(system: System, questions: Sequence[Question], settings, *,
                     free_form: Sequence[Question] | None = None,
-                    multiple_choice_too: bool = True) -> SystemResult:
+                    multiple_choice_too: bool = True, reuse: bool = True) -> SystemResult:
     """Score ``system`` on ``questions``: one row per question.
 
     Multiple choice (``mc_correct``) for answerable questions unless ``multiple_choice_too`` is
@@ -113,10 +115,22 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     its batch's generation, split into ``retrieval_s``, ``prefill_s`` and ``decode_s`` (summed
     over the answers, the run's time). One answer asked alone (:func:`rag.answer`, the chat)
     waits longer than its share. Peak resident memory is sampled throughout.
+
+    With ``reuse``, a result saved by an earlier call with the same model weights, index,
+    settings and questions is reloaded instead (``reloaded`` is then true, and its times and
+    memory are those measured then; :mod:`score_cache`); ``reuse=False`` always scores.
     """
     import pandas as pd
 
     free_ids = {q.id for q in (questions if free_form is None else free_form)}
+    saved = None
+    if reuse:
+        key = score_cache.evaluation_key(system, questions, settings, free_form=sorted(free_ids),
+                                         multiple_choice_too=multiple_choice_too)
+        saved = score_cache.path_for(system.name, key, settings)
+        earlier = score_cache.load(saved)
+        if earlier is not None:
+            return replace(earlier, reloaded=True)
     rows = [{"system": system.name, "id": q.id, "type": q.type, "question": q.question,
              "expected": q.answer} for q in questions]
     start = time.perf_counter()
@@ -144,7 +158,10 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
                          ("abstained", "boolean"), ("hallucinated", "boolean"), ("seconds", float),
                          ("retrieval_s", float), ("prefill_s", float), ("decode_s", float)):
         frame[column] = frame[column].astype(kind) if column in frame else pd.Series(dtype=kind)
-    return SystemResult(system.name, frame, memory.peak_mb, time.perf_counter() - start)
+    result = SystemResult(system.name, frame, memory.peak_mb, time.perf_counter() - start)
+    if saved is not None:
+        score_cache.save(saved, result)
+    return result
 
 
 # ---- statistics ----------------------------------------------------------------------------------

@@ -137,6 +137,55 @@ def test_free_form_can_run_on_a_subset(trained, tokenizer, settings):
     assert result.rows["mc_correct"].notna().all()
 
 
+def test_a_second_scoring_of_the_same_system_is_reloaded_not_recomputed(trained, tokenizer,
+                                                                        settings, monkeypatch):
+    import copy
+
+    questions = [_q("r1"), _q("r2", "unanswerable", answer=None)]
+    system = harness.System("tiny-reload", trained, tokenizer)
+    first = harness.evaluate_system(system, questions, settings)
+    assert not first.reloaded
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(harness, "answer_many", no_scoring)
+    again = harness.evaluate_system(system, questions, settings)
+    assert again.reloaded and again.seconds == first.seconds
+    pd.testing.assert_frame_equal(again.rows, first.rows)
+    # anything that changes a score scores again: the weights, the questions, or reuse=False
+    changed = copy.deepcopy(trained)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    for run in (lambda: harness.evaluate_system(harness.System("tiny-reload", changed, tokenizer),
+                                                questions, settings),
+                lambda: harness.evaluate_system(system, questions[:1], settings),
+                lambda: harness.evaluate_system(system, questions, settings.with_budgets(rag_k=5)),
+                lambda: harness.evaluate_system(system, questions, settings, reuse=False)):
+        with pytest.raises(AssertionError, match="scored again"):
+            run()
+
+
+def test_the_index_fingerprint_changes_with_any_chunk():
+    from ragft_helpers import score_cache
+
+    class Index:
+        name = "kb"
+
+        def __init__(self, documents):
+            self.documents = documents
+
+        def get(self, include):
+            return {"ids": [f"c{n}" for n in range(len(self.documents))],
+                    "documents": self.documents,
+                    "metadatas": [{"source": "a.md"} for _ in self.documents]}
+
+    base = score_cache.collection_fingerprint(Index(["one", "two"]))
+    assert base == score_cache.collection_fingerprint(Index(["one", "two"]))
+    assert base != score_cache.collection_fingerprint(Index(["one", "two!"]))
+    assert base != score_cache.collection_fingerprint(Index(["one"]))
+
+
 def test_bootstrap_interval_is_deterministic_and_covers_the_true_rate():
     rng = np.random.default_rng(1)
     covered = 0

@@ -20,6 +20,7 @@ LAYERS = [
     ["training", "checkpoints"],
     ["finetune_wikitext", "pitfalls", "injection"],
     ["raft"],  # retrieval-augmented fine-tuning: readers trained on retrieved contexts
+    ["score_cache"],  # finished scoring saved under a key of what it depends on
     ["harness", "results", "claims"],
     ["tasks"],  # task classification: zero-shot, few-shot, kNN and fine-tuned classifiers
     ["viz", "widgets"],

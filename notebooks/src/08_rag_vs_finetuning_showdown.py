@@ -106,12 +106,18 @@ print("package:", [round(x, 3) for x in scores])
 assert max(range(len(options)), key=by_hand.__getitem__) == choice
 assert max(abs(a - b) for a, b in zip(by_hand, scores)) < 1e-3
 
+# %% [markdown]
+# Now every system on the whole sample, with the one harness. Scoring takes minutes; a system
+# scored before with the same weights, index, settings and questions is reloaded from
+# `RAGFT_CACHE_DIR/scores/` instead (a re-run of this notebook takes seconds here). Anything that
+# changes a score — retraining, re-indexing, another profile or seed — scores again.
+
 # %%
 system_results = []
 for system in systems:
     result = harness.evaluate_system(system, sample, settings, free_form=free_form)
     system_results.append(result)
-    print(f"{system.name}: {result.seconds:.0f} s")
+    print(f"{system.name}: {result.seconds:.0f} s" + (" (scored earlier, reloaded)" if result.reloaded else ""))
 accuracy = harness.accuracy_table(system_results, ["mc", "free", "abstention", "hallucination"])
 accuracy.pivot(index="system", columns="metric", values="value").loc[[s.name for s in systems]]
 

@@ -1,0 +1,115 @@
+"""Finished scoring, reloaded: a harness result saved under a key of everything it depends on.
+
+Scoring a system on a few hundred questions takes minutes; scoring the same system on the same
+questions again gives the same rows. The key hashes what the result depends on: the model's
+weights (every tensor, so a retrained or perturbed model is a new key), its tokenizer, the
+retrieval index (every chunk id, text and metadata), the settings (profile budgets, seed, the date
+notices are judged against), the questions, and the source of this package with the versions of
+torch and transformers (so a changed scorer never reloads an old result). A re-run of a notebook
+therefore reloads its scores in a second, and anything that changes a score scores again.
+
+Results live in ``RAGFT_CACHE_DIR/scores/<system>-<key>.pkl``; deleting the folder is always safe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+from datetime import date
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragft_helpers.checkpoints import slug
+from ragft_helpers.config import Settings
+
+FOLDER = "scores"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def model_fingerprint(model) -> str:
+    """A hash of every parameter and buffer of ``model`` (names, dtypes, shapes and bytes)."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode("utf-8"))
+        digest.update(memoryview(tensor.view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what shapes a prompt: the tokenizer's name, vocabulary size and chat template."""
+    parts = [getattr(tokenizer, "name_or_path", ""), str(len(tokenizer)),
+             str(getattr(tokenizer, "chat_template", "") or "")]
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def collection_fingerprint(collection) -> str:
+    """A hash of the index's name and every chunk's id, text and metadata."""
+    found = collection.get(include=["documents", "metadatas"])
+    rows = sorted(zip(found["ids"], found["documents"], found["metadatas"]), key=lambda row: row[0])
+    text = json.dumps([collection.name, rows], sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of this package's source and the versions of the libraries that compute scores."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        digest.update(path.name.encode("utf-8"))
+        digest.update(path.read_bytes())
+    for package in ("torch", "transformers", "chromadb", "bm25s"):
+        try:
+            digest.update(f"{package}={version(package)}".encode("utf-8"))
+        except PackageNotFoundError:
+            digest.update(f"{package}=none".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def evaluation_key(system, questions: Sequence[Any], settings: Settings, **options) -> str:
+    """The key of scoring ``system`` on ``questions`` with ``settings`` and ``options``."""
+    spec = {
+        "model": model_fingerprint(system.model),
+        "tokenizer": tokenizer_fingerprint(system.tokenizer),
+        "retrieval": system.retrieval, "k": system.k,
+        "index": collection_fingerprint(system.collection) if system.retrieval else None,
+        # everything but where files live: the same scores wherever the cache is
+        "settings": {**{key: value for key, value in dataclasses.asdict(settings).items()
+                        if key not in ("cache_dir", "wikitext_dir", "chroma_url")},
+                     "as_of": settings.as_of or date.today()},
+        "questions": [dataclasses.asdict(q) for q in questions],
+        "options": options,
+        "code": code_fingerprint(),
+    }
+    text = json.dumps(spec, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def path_for(name: str, key: str, settings: Settings) -> Path:
+    """Where the result of system ``name`` under ``key`` is saved."""
+    return settings.cache_dir / FOLDER / f"{slug(name)}-{key}.pkl"
+
+
+def load(path: Path):
+    """The result saved at ``path``, or ``None`` when there is none (or it cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None  # half-written, or saved by another version of a library: score again
+
+
+def save(path: Path, result) -> None:
+    """Write ``result`` to ``path`` atomically (a crash leaves no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        pickle.dump(result, handle)
+    partial.replace(path)
