@@ -1,7 +1,8 @@
-"""Finished scoring, reloaded: a harness result saved under a key of everything it depends on.
+"""Finished scoring, reloaded: a result saved under a key of everything it depends on.
 
-Scoring a system on a few hundred questions takes minutes; scoring the same system on the same
-questions again gives the same rows. The key hashes what the result depends on: the model's
+Scoring a system on a few hundred questions (``harness.evaluate_system``) or messages
+(``tasks.evaluate``) takes minutes; scoring the same system on the same items again gives the
+same rows. The key hashes what the result depends on: the model's
 weights (every tensor, so a retrained or perturbed model is a new key), its tokenizer, the
 retrieval index (every chunk id, text and metadata), the settings (profile budgets, seed, the date
 notices are judged against), the questions, and the source of this package with the versions of
@@ -71,18 +72,37 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def evaluation_key(system, questions: Sequence[Any], settings: Settings, **options) -> str:
-    """The key of scoring ``system`` on ``questions`` with ``settings`` and ``options``."""
+def part_fingerprint(value) -> Any:
+    """What a system's field contributes to a key: a model, tokenizer or index by its content,
+    anything else as itself."""
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        return model_fingerprint(value)
+    if hasattr(value, "convert_tokens_to_ids"):  # a tokenizer
+        return tokenizer_fingerprint(value)
+    if hasattr(value, "get") and hasattr(value, "name") and hasattr(value, "count"):  # an index
+        return collection_fingerprint(value)
+    return value
+
+
+def system_fingerprint(system) -> dict[str, Any]:
+    """Every field of a system dataclass (its type included), each by :func:`part_fingerprint`."""
+    fields = {field.name: part_fingerprint(getattr(system, field.name))
+              for field in dataclasses.fields(system)}
+    return {"type": type(system).__qualname__, **fields}
+
+
+def evaluation_key(system, items: Sequence[Any], settings: Settings, **options) -> str:
+    """The key of scoring ``system`` (a dataclass) on ``items`` (questions or messages, also
+    dataclasses) with ``settings`` and ``options``."""
     spec = {
-        "model": model_fingerprint(system.model),
-        "tokenizer": tokenizer_fingerprint(system.tokenizer),
-        "retrieval": system.retrieval, "k": system.k,
-        "index": collection_fingerprint(system.collection) if system.retrieval else None,
+        "system": system_fingerprint(system),
         # everything but where files live: the same scores wherever the cache is
         "settings": {**{key: value for key, value in dataclasses.asdict(settings).items()
                         if key not in ("cache_dir", "wikitext_dir", "chroma_url")},
                      "as_of": settings.as_of or date.today()},
-        "questions": [dataclasses.asdict(q) for q in questions],
+        "items": [dataclasses.asdict(item) for item in items],
         "options": options,
         "code": code_fingerprint(),
     }

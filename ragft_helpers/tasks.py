@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 from ragft_helpers.assets import (SOURCE_HUB, AssetError, causal_lm_candidates, embedding_candidates,
                                   load_causal_lm, save_checkpoint)
+from ragft_helpers import score_cache
 from ragft_helpers.checkpoints import keyed_dir, peft_deprecation_hidden, text_fingerprint, write_settings
 from ragft_helpers.config import DATA_DIR, Settings, get_settings, set_seed
 from ragft_helpers.harness import bootstrap_ci
@@ -546,11 +547,23 @@ def load_classifier(kind_name: str, train: Sequence[Ticket], settings: Settings 
 
 # ---- scoring -------------------------------------------------------------------------------------
 
-def evaluate(system, tickets: Sequence[Ticket], *, progress: bool = True):
-    """Classify every message one at a time: one row each with the prediction and the latency."""
+def evaluate(system, tickets: Sequence[Ticket], *, progress: bool = True,
+             settings: Settings | None = None, reuse: bool = True):
+    """Classify every message one at a time: one row each with the prediction and the latency.
+
+    With ``settings`` and ``reuse``, rows saved by an earlier call with the same system (its
+    weights, index and parameters), messages and settings are reloaded instead, latencies
+    included (:mod:`score_cache`)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
+    saved = None
+    if settings is not None and reuse:
+        saved = score_cache.path_for(system.name, score_cache.evaluation_key(system, tickets, settings),
+                                     settings)
+        earlier = score_cache.load(saved)
+        if earlier is not None:
+            return earlier
     rows = []
     for ticket in tqdm(tickets, desc=system.name, disable=not progress, leave=False):
         start = time.perf_counter()
@@ -559,7 +572,10 @@ def evaluate(system, tickets: Sequence[Ticket], *, progress: bool = True):
         rows.append({"system": system.name, "id": ticket.id, "label": ticket.label,
                      "predicted": prediction.label, "correct": prediction.label == ticket.label,
                      "seconds": seconds})
-    return pd.DataFrame(rows, columns=["system", "id", "label", "predicted", "correct", "seconds"])
+    frame = pd.DataFrame(rows, columns=["system", "id", "label", "predicted", "correct", "seconds"])
+    if saved is not None:
+        score_cache.save(saved, frame)
+    return frame
 
 
 def macro_f1(true: Sequence[str], predicted: Sequence[str], labels: Sequence[str] | None = None) -> float:
@@ -667,7 +683,7 @@ def learning_curve(tickets: Sequence[Ticket], lm, collection, settings: Settings
                    KNN(collection, k=p.task_knn_k, per_label=n),
                    load_classifier("minilm", train, settings)]
         for system in systems:
-            result = evaluate(system, test, progress=False)
+            result = evaluate(system, test, progress=False, settings=settings)
             f1, low, high = bootstrap_macro_f1(result["label"], result["predicted"], ORIGINAL_LABELS)
             rows.append({"per_label": n, "system": system.name.split()[0], "macro_f1": f1, "low": low,
                          "high": high, "accuracy": float(result["correct"].mean()),

@@ -122,9 +122,18 @@ def test_zero_shot_picks_the_label_with_the_highest_score():
 class FakeCollection:
     """Answers every query with fixed neighbours (id, text, label, similarity), filtered like Chroma."""
 
+    name = "tickets"
+
     def __init__(self, found):
         self.found = found
         self.queries = []
+
+    def count(self):
+        return len(self.found)
+
+    def get(self, include):
+        return {"ids": [r[0] for r in self.found], "documents": [r[1] for r in self.found],
+                "metadatas": [{"label": r[2], "shot": 0} for r in self.found]}
 
     def query(self, query_texts, n_results, where, include):
         self.queries.append(where)
@@ -144,6 +153,24 @@ def test_knn_vote_weighs_neighbours_by_similarity():
     three = tasks.KNN(FakeCollection([("a", "x", "fares", 0.6), ("b", "y", "pets", 0.5),
                                       ("c", "z", "pets", 0.3)]), k=3).predict("a dog")
     assert three.label == "pets"
+
+
+def test_a_second_evaluation_is_reloaded_and_a_changed_index_scores_again(smoke):
+    collection = FakeCollection([("a", "x", "fares", 0.9), ("b", "y", "pets", 0.5)])
+    knn = tasks.KNN(collection, k=2)
+    messages = [ticket("t1", "how much is a dog", "pets", split="test"),
+                ticket("t2", "fare to orvanay", "fares", split="test")]
+    first = tasks.evaluate(knn, messages, progress=False, settings=smoke)
+    asked = len(collection.queries)
+    again = tasks.evaluate(knn, messages, progress=False, settings=smoke)
+    assert len(collection.queries) == asked  # reloaded: nothing was classified
+    pd.testing.assert_frame_equal(again, first)
+    collection.found.append(("c", "z", "pets", 0.3))  # the index changed: classified again
+    tasks.evaluate(knn, messages, progress=False, settings=smoke)
+    assert len(collection.queries) == asked + len(messages)
+    tasks.evaluate(knn, messages, progress=False, settings=smoke, reuse=False)
+    tasks.evaluate(knn, messages, progress=False)  # no settings: nothing saved or reloaded
+    assert len(collection.queries) == asked + 3 * len(messages)
 
 
 def test_neighbours_filter_by_labels_and_examples_per_label():

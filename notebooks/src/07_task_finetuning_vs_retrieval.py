@@ -142,7 +142,7 @@ pd.Series(prediction.scores, name="mean log-prob per token").sort_values(ascendi
 classifiers = {kind: tasks.load_classifier(kind, train, settings) for kind in tasks.CLASSIFIERS}
 systems = [zero_shot, few_shot, knn, *classifiers.values()]
 with PeakRSS() as memory:
-    scored = {system.name: tasks.evaluate(system, test) for system in systems}
+    scored = {system.name: tasks.evaluate(system, test, settings=settings) for system in systems}
 table = tasks.results_table(list(scored.values()), labels)
 table["train s"] = [0.0, 0.0, 0.0] + [runs[kind].train_seconds for kind in classifiers]
 table["index s"] = [0.0, index_seconds, index_seconds, 0.0, 0.0, 0.0]
@@ -233,17 +233,18 @@ print("\n".join(f"- {t.text}" for t in new_examples[:3]))
 knn_new = tasks.KNN(collection, labels=new_labels, k=profile.task_knn_k)
 few_shot_new = tasks.FewShot(lm.model, lm.tokenizer, labels=new_labels, collection=collection,
                              k=profile.task_shots, max_tokens=profile.task_max_length)
-before = tasks.evaluate(knn_new, new_test, progress=False)  # the intent has no examples yet
+before = tasks.evaluate(knn_new, new_test, progress=False, settings=settings)  # no examples yet
 added_new, adapt_seconds = tasks.index_tickets(collection, new_examples)
 print(f"retrieval adapted: {added_new} examples indexed in {adapt_seconds:.2f} s")
-after = {"kNN": tasks.evaluate(knn_new, new_test), "few-shot": tasks.evaluate(few_shot_new, new_test),
-         "fine-tuned (10 intents)": tasks.evaluate(classifiers["minilm"], new_test)}
+after = {"kNN": tasks.evaluate(knn_new, new_test, settings=settings),
+         "few-shot": tasks.evaluate(few_shot_new, new_test, settings=settings),
+         "fine-tuned (10 intents)": tasks.evaluate(classifiers["minilm"], new_test, settings=settings)}
 
 # %%
 retrain = tasks.ensure_classifier("minilm", train + new_examples, settings, labels=new_labels)
 retrained = tasks.load_classifier("minilm", train + new_examples, settings, labels=new_labels,
                                   name="fine-tuned, retrained")
-after["fine-tuned, retrained (11 intents)"] = tasks.evaluate(retrained, new_test)
+after["fine-tuned, retrained (11 intents)"] = tasks.evaluate(retrained, new_test, settings=settings)
 new_intent = pd.DataFrame([{
     "system": name, f"{tasks.NEW_LABEL} recall": tasks.recall(rows, tasks.NEW_LABEL),
     "macro-F1, 11 intents": tasks.macro_f1(rows["label"], rows["predicted"], new_labels),

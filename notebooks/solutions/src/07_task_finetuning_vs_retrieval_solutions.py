@@ -31,7 +31,7 @@ lm = assets.load_causal_lm(settings)
 few_shot = tasks.FewShot(lm.model, lm.tokenizer, collection=collection, k=profile.task_shots,
                          max_tokens=profile.task_max_length)
 classifiers = {kind: tasks.load_classifier(kind, train, settings) for kind in tasks.CLASSIFIERS}
-scored = {system.name: tasks.evaluate(system, test, progress=False)
+scored = {system.name: tasks.evaluate(system, test, progress=False, settings=settings)
           for system in [few_shot, *classifiers.values()]}
 table = tasks.results_table(list(scored.values()), labels)
 fine_tuned = [c.name for c in classifiers.values()]
@@ -46,7 +46,7 @@ table.round(3)
 # %%
 few_shot_8 = tasks.FewShot(lm.model, lm.tokenizer, collection=collection, k=8)
 few_shot_8.name = "few-shot, k=8"
-scored_8 = tasks.evaluate(few_shot_8, test, progress=False)
+scored_8 = tasks.evaluate(few_shot_8, test, progress=False, settings=settings)
 shots = tasks.results_table([scored["few-shot"], scored_8], labels)
 example = test[0].text
 prompt_tokens = {k: len(lm.tokenizer(tasks.build_task_prompt(example, lm.tokenizer, labels,
@@ -75,7 +75,7 @@ assert prompt_tokens[8] > 1.3 * prompt_tokens[profile.task_shots]
 one_epoch_settings = settings.with_budgets(task_epochs=1.0)
 one_epoch_run = tasks.ensure_classifier("minilm", train, one_epoch_settings)
 one_epoch = tasks.load_classifier("minilm", train, one_epoch_settings, name="MiniLM, 1 epoch")
-scored_one = tasks.evaluate(one_epoch, test, progress=False)
+scored_one = tasks.evaluate(one_epoch, test, progress=False, settings=settings)
 epochs = tasks.results_table([scored[classifiers["minilm"].name], scored_one], labels)
 epochs["steps"] = [runs["minilm"].steps, one_epoch_run.steps]
 epochs["final loss"] = [runs["minilm"].final_loss, one_epoch_run.final_loss]
@@ -154,11 +154,11 @@ new_test = (tasks.test_set(tickets, settings, per_label=profile.task_curve_test_
 knn_new = tasks.KNN(collection, labels=new_labels, k=profile.task_knn_k)
 recalls = {}
 removed = tasks.remove_label(collection, tasks.NEW_LABEL)
-recalls[0] = tasks.recall(tasks.evaluate(knn_new, new_test, progress=False), tasks.NEW_LABEL)
+recalls[0] = tasks.recall(tasks.evaluate(knn_new, new_test, progress=False, settings=settings), tasks.NEW_LABEL)
 for n in (3, profile.task_new_examples):
     examples = tasks.select(tickets, "train", [tasks.NEW_LABEL], n)
     tasks.index_tickets(collection, examples)  # adds only the ones not indexed yet
-    rows = tasks.evaluate(knn_new, new_test, progress=False)
+    rows = tasks.evaluate(knn_new, new_test, progress=False, settings=settings)
     recalls[n] = tasks.recall(rows, tasks.NEW_LABEL)
 tasks.remove_label(collection, tasks.NEW_LABEL)  # held back again, as notebook 07 starts
 recall_table = pd.Series(recalls, name=f"kNN recall on {tasks.NEW_LABEL}").rename_axis("examples indexed")
