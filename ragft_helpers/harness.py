@@ -125,9 +125,8 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     free_ids = {q.id for q in (questions if free_form is None else free_form)}
     saved = None
     if reuse:
-        key = score_cache.evaluation_key(system, questions, settings, free_form=sorted(free_ids),
-                                         multiple_choice_too=multiple_choice_too)
-        saved = score_cache.path_for(system.name, key, settings)
+        saved = score_cache.path_of(system, questions, settings, free_form=sorted(free_ids),
+                                    multiple_choice_too=multiple_choice_too)
         earlier = score_cache.load(saved)
         if earlier is not None:
             return replace(earlier, reloaded=True)

@@ -110,9 +110,10 @@ def evaluation_key(system, items: Sequence[Any], settings: Settings, **options) 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def path_for(name: str, key: str, settings: Settings) -> Path:
-    """Where the result of system ``name`` under ``key`` is saved."""
-    return settings.cache_dir / FOLDER / f"{slug(name)}-{key}.pkl"
+def path_of(system, items: Sequence[Any], settings: Settings, **options) -> Path:
+    """Where the result of scoring ``system`` on ``items`` (:func:`evaluation_key`) is saved."""
+    key = evaluation_key(system, items, settings, **options)
+    return settings.cache_dir / FOLDER / f"{slug(system.name)}-{key}.pkl"
 
 
 def load(path: Path):

@@ -559,8 +559,7 @@ def evaluate(system, tickets: Sequence[Ticket], *, progress: bool = True,
 
     saved = None
     if settings is not None and reuse:
-        saved = score_cache.path_for(system.name, score_cache.evaluation_key(system, tickets, settings),
-                                     settings)
+        saved = score_cache.path_of(system, tickets, settings)
         earlier = score_cache.load(saved)
         if earlier is not None:
             return earlier
