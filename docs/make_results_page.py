@@ -7,8 +7,8 @@ Reads what the notebooks saved with ``ragft_helpers.results.save_results``:
 ``RAGFT_CACHE_DIR/results/showdown-<profile>.json`` (notebook 08, required) and
 ``raft-<profile>.json`` (notebook 06, optional) and ``tasks-<profile>.json`` (notebook 07,
 optional). Nothing on the page is typed: the date, the
-versions, the models and every table come from those files, and the course's expectations are
-recomputed from the saved numbers with ``ragft_helpers.claims.expectations``. Without a showdown
+versions, the models and every table come from those files, the claims table included (each
+verdict computed by ``ragft_helpers.claims`` when notebook 08 ran). Without a showdown
 file the script writes nothing and prints the command that produces one.
 """
 from __future__ import annotations
@@ -130,33 +130,6 @@ def run_section(document: dict, path: Path, label: str) -> list[str]:
     return [f"### {label}", "", *table(["", ""], rows)]
 
 
-def _summaries(document: dict) -> dict[str, dict]:
-    summaries: dict[str, dict] = {}
-    for record in document.get("accuracy", []) + document.get("accuracy_by_type", []):
-        summaries.setdefault(record["system"], {})[record["metric"]] = record
-    return summaries
-
-
-def expectations_section(document: dict) -> list[str]:
-    """The course's expectations, recomputed from the saved numbers by claims.expectations."""
-    try:
-        import pandas as pd
-
-        from ragft_helpers import claims
-
-        perplexities = pd.DataFrame(document["perplexities"]).set_index("model")
-        expected = claims.expectations(_summaries(document), perplexities)
-    except (ImportError, KeyError, TypeError, ValueError) as err:
-        return ["### What the course expects", "",
-                f"Not computed from this file ({type(err).__name__}: {err}).", ""]
-    rows = [[row.expectation, row.measured, "holds" if row.holds else "**does not hold**"]
-            for row in expected.itertuples()]
-    return ["### What the course expects", "",
-            "Recomputed from the saved accuracies and perplexities by "
-            "`ragft_helpers.claims.expectations`, as notebook 08 does.", "",
-            *table(["expectation", "measured", "in this run"], rows)]
-
-
 def showdown_section(document: dict, figures: Path | None = None) -> list[str]:
     import pandas as pd
 
@@ -216,15 +189,15 @@ def showdown_section(document: dict, figures: Path | None = None) -> list[str]:
                            num(v.get("peak_memory_mb"), 0),
                            f"{num(v.get('first_loss'))} → {num(v.get('final_loss'))}"]
                           for v in variants])]
-    lines += expectations_section(document)
     claims = document.get("claims", [])
     if claims:
         lines += ["### The claims, with computed verdicts", "",
                   "Saved by notebook 08; each verdict is computed by `ragft_helpers.claims` from "
-                  "the evidence (overlapping 95% intervals give \"inconclusive at this scale\").", "",
-                  *table(["claim", "evidence", "verdict"],
-                         [[num(c["claim"]), num(c["evidence"]), f"**{c['verdict']}**"]
-                          for c in claims])]
+                  "the evidence (overlapping 95% intervals give \"inconclusive at this scale\"). "
+                  "\"asserted\" is the direction notebook 08 checks at every profile, CI's included.", "",
+                  *table(["claim", "the article says", "evidence", "verdict", "asserted"],
+                         [[num(c["claim"]), num(c.get("article", "")), num(c["evidence"]),
+                           f"**{c['verdict']}**", num(c.get("asserted") or "—")] for c in claims])]
     return lines
 
 

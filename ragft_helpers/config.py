@@ -16,6 +16,7 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the knowledge base, q
 KNOWLEDGE_DIR = DATA_DIR / "knowledge"
 UPDATES_DIR = DATA_DIR / "knowledge_updates"
 QUESTIONS_FILE = DATA_DIR / "qa" / "questions.jsonl"
+OPEN_PROMPTS_FILE = DATA_DIR / "qa" / "open_prompts.jsonl"  # requests with no single right answer
 DEFAULT_PROFILE = "laptop"
 DEFAULT_SEED = 42
 PRECISIONS = ("auto", "fp32", "bf16")  # RAGFT_PRECISION: training precision, see training.mixed_precision
@@ -69,8 +70,9 @@ class Profile:
     sweep_chunk_sizes: tuple[int, ...] = (60, 200, 500)  # words per chunk, notebook 03's sweep
     chat_eval_single_hop: int | None = 8  # notebook 04: single-hop questions, with vs without RAG
     chat_eval_unanswerable: int | None = 4  # notebook 04: unanswerable questions
-    free_form_single_hop: int | None = 4  # notebook 08: free-form answers, single-hop questions
-    free_form_unanswerable: int | None = 2  # notebook 08: free-form answers, unanswerable ones
+    # Notebook 08's creativity measure: open prompts (None = all 12) and answers sampled per prompt.
+    open_prompts: int | None = None
+    open_samples: int = 5
     # Batched scoring (harness.evaluate_system): free-form answers generated per padded batch
     # (rag.answer_many), multiple-choice questions scored per padded forward pass
     # (scoring.choose_options, which also caps a pass at scoring.CHOICE_BATCH_TOKENS tokens).
@@ -144,6 +146,8 @@ PROFILES: dict[str, Profile] = {
         task_lm_epochs=0.25,
         task_curve_sizes=(2, 8, None),
         task_curve_test_per_label=2,
+        open_prompts=6,
+        open_samples=3,
     ),
     "laptop": Profile(
         name="laptop",
@@ -181,8 +185,6 @@ PROFILES: dict[str, Profile] = {
         kb_train_epochs=10.0,
         chat_eval_single_hop=None,
         chat_eval_unanswerable=None,
-        free_form_single_hop=None,
-        free_form_unanswerable=None,
         task_lm_epochs=3.0,
         task_curve_test_per_label=None,
     ),

@@ -8,11 +8,14 @@ from typing import Any, Callable, Sequence
 
 from ragft_helpers import score_cache
 from ragft_helpers.config import Settings
+from ragft_helpers.lm import generate
 from ragft_helpers.machine import PeakRSS, percentiles
 from ragft_helpers.qa import Question
-from ragft_helpers.rag import answer, answer_many, build_prompt
-from ragft_helpers.retrieval import retrieve
-from ragft_helpers.scoring import choose_option, choose_options, judge, normalise, option_order
+from ragft_helpers.rag import answer, answer_many, build_prompt, has_chat_template
+from ragft_helpers.retrieval import DEFAULT_METHOD, retrieve
+from ragft_helpers.retrieval_metrics import is_relevant
+from ragft_helpers.scoring import (choose_option, choose_options, distinct_n, judge, normalise,
+                                   option_order)
 from ragft_helpers.store import MiniLMEmbeddingFunction
 
 
@@ -47,6 +50,7 @@ class System:
     retrieval: bool = False
     collection: Any = None
     k: int | None = None  # chunks per prompt; None = the profile's rag_k
+    method: str = DEFAULT_METHOD  # retrieval method; "random" is the control of bad retrieval
 
 
 @dataclass
@@ -65,27 +69,32 @@ def _k(system: System, settings: Settings) -> int:
     return settings.profile.rag_k if system.k is None else system.k
 
 
-def _choice_prompt(system: System, question: Question, settings: Settings) -> tuple[str, list[int]]:
+def _choice_prompt(system: System, question: Question,
+                   settings: Settings) -> tuple[str, list[int], bool | None]:
     """The multiple-choice prompt for ``question`` (with the retrieved chunks for a retrieval
-    system) and its option order (:func:`option_order`)."""
-    chunks = (retrieve(question.question, _k(system, settings), system.collection, settings=settings)
-              if system.retrieval else [])
+    system), its option order (:func:`option_order`) and whether a chunk of the question's source
+    sections reached the prompt (``None`` without retrieval)."""
+    chunks = (retrieve(question.question, _k(system, settings), system.collection, settings=settings,
+                       method=system.method) if system.retrieval else [])
     order = option_order(1 + len(question.distractors), settings.seed, question.id)
-    return build_prompt(question.question, chunks, system.tokenizer), order
+    relevant = any(is_relevant(c.metadata, question) for c in chunks) if system.retrieval else None
+    return build_prompt(question.question, chunks, system.tokenizer), order, relevant
 
 
-def _choice_row(question: Question, order: list[int], index: int, scores: list[float]) -> dict:
+def _choice_row(question: Question, order: list[int], relevant: bool | None, index: int,
+                scores: list[float]) -> dict:
     options = [question.answer, *question.distractors]
     return {"mc_choice": options[order[index]], "mc_correct": order[index] == 0,
-            "mc_margin": scores[index] - max(s for i, s in enumerate(scores) if i != index)}
+            "mc_margin": scores[index] - max(s for i, s in enumerate(scores) if i != index),
+            "context_relevant": relevant}
 
 
 def multiple_choice(system: System, question: Question, settings: Settings) -> dict:
     """Score one question by :func:`choose_option`; options shuffled by :func:`option_order`."""
-    prompt, order = _choice_prompt(system, question, settings)
+    prompt, order, relevant = _choice_prompt(system, question, settings)
     options = [question.answer, *question.distractors]
     index, scores = choose_option(system.model, system.tokenizer, prompt, [options[i] for i in order])
-    return _choice_row(question, order, index, scores)
+    return _choice_row(question, order, relevant, index, scores)
 
 
 def multiple_choice_many(system: System, questions: Sequence[Question], settings: Settings,
@@ -94,11 +103,11 @@ def multiple_choice_many(system: System, questions: Sequence[Question], settings
     (:func:`choose_options`; default: the profile's ``choice_batch_size``)."""
     prompts = [_choice_prompt(system, question, settings) for question in questions]
     items = [(prompt, [[q.answer, *q.distractors][i] for i in order])
-             for q, (prompt, order) in zip(questions, prompts)]
+             for q, (prompt, order, _) in zip(questions, prompts)]
     chosen = choose_options(system.model, system.tokenizer, items,
                             batch_size=batch_size or settings.profile.choice_batch_size)
-    return [_choice_row(q, order, index, scores)
-            for q, (_, order), (index, scores) in zip(questions, prompts, chosen)]
+    return [_choice_row(q, order, relevant, index, scores)
+            for q, (_, order, relevant), (index, scores) in zip(questions, prompts, chosen)]
 
 
 def evaluate_system(system: System, questions: Sequence[Question], settings, *,
@@ -142,7 +151,7 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
         replies = answer_many([questions[n].question for n in asked], model=system.model,
                               tokenizer=system.tokenizer, collection=system.collection,
                               k=_k(system, settings), use_retrieval=system.retrieval,
-                              settings=settings, batch_size=settings.profile.answer_batch_size)
+                              method=system.method, settings=settings, batch_size=settings.profile.answer_batch_size)
         for n, reply in zip(asked, replies):
             question = questions[n]
             correct, abstained = judge(reply.text, question, abstained=reply.abstained)
@@ -153,7 +162,8 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
                 "prefill_s": reply.prefill_ms / 1000, "decode_s": reply.decode_ms / 1000,
                 "sources": [c.label for c in reply.sources]})
     frame = pd.DataFrame(rows)
-    for column, kind in (("mc_correct", "boolean"), ("correct", "boolean"),
+    for column, kind in (("mc_correct", "boolean"), ("context_relevant", "boolean"),
+                         ("correct", "boolean"),
                          ("abstained", "boolean"), ("hallucinated", "boolean"), ("seconds", float),
                          ("retrieval_s", float), ("prefill_s", float), ("decode_s", float)):
         frame[column] = frame[column].astype(kind) if column in frame else pd.Series(dtype=kind)
@@ -161,6 +171,40 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     if saved is not None:
         score_cache.save(saved, result)
     return result
+
+
+# ---- open prompts: how varied the answers are ----------------------------------------------------
+
+def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, *,
+                    samples: int | None = None, temperature: float = 1.0, top_p: float = 0.95):
+    """``samples`` answers (default: the profile's ``open_samples``) sampled for each prompt, with
+    the system's retrieved chunks in the prompt for a retrieval system: one row per answer
+    (``system``, ``prompt``, ``sample``, ``answer``). Sample ``i`` of every prompt uses the seed
+    ``settings.seed + i``, so every system draws with the same seeds."""
+    import pandas as pd
+
+    samples = samples or settings.profile.open_samples
+    rows = []
+    for prompt in prompts:
+        chunks = (retrieve(prompt, _k(system, settings), system.collection, settings=settings,
+                           method=system.method) if system.retrieval else [])
+        text = build_prompt(prompt, chunks, system.tokenizer)
+        for i in range(samples):
+            answer_text = generate(system.model, system.tokenizer, text, do_sample=True,
+                                   temperature=temperature, top_p=top_p, seed=settings.seed + i,
+                                   max_new_tokens=settings.profile.max_new_tokens,
+                                   add_special_tokens=not has_chat_template(system.tokenizer))[0]
+            rows.append({"system": system.name, "prompt": prompt, "sample": i, "answer": answer_text})
+    return pd.DataFrame(rows, columns=["system", "prompt", "sample", "answer"])
+
+
+def diversity(rows, n: int = 2, seed: int = 0) -> dict:
+    """Distinct-n of each prompt's sampled answers (:func:`sampled_answers` rows), averaged over
+    the prompts, with a bootstrap interval over prompts: ``value``, ``low``, ``high``, ``n``."""
+    per_prompt = [distinct_n(group["answer"].tolist(), n) for _, group in rows.groupby("prompt", sort=False)]
+    per_prompt = [value for value in per_prompt if value == value]  # prompts with an n-gram
+    mean, low, high = bootstrap_ci(per_prompt, seed=seed)
+    return {"value": mean, "low": low, "high": high, "n": len(per_prompt)}
 
 
 # ---- statistics ----------------------------------------------------------------------------------
@@ -193,7 +237,13 @@ def summarise(rows, seed: int = 0) -> dict:
     answer's cost, its share of batched generation included), from the rows of
     :func:`evaluate_system`: ``mc`` (answerable), ``mc_<type>``, ``free`` (answerable),
     ``free_<type>``, ``false_abstention`` (answerable questions declined), ``abstention`` and
-    ``hallucination`` (unanswerable)."""
+    ``hallucination`` (unanswerable), ``misleading`` (every free-form answer that states
+    something wrong: a wrong answer to an answerable question, or any answer to an unanswerable
+    one) and, for a retrieval system, ``mc_context_relevant`` / ``mc_context_missing``
+    (multiple choice when a chunk of the question's source sections reached the prompt, or
+    not)."""
+    import pandas as pd
+
     result: dict[str, Any] = {}
     answerable = rows[rows["type"] != "unanswerable"]
     result["mc"] = _metric(answerable["mc_correct"].dropna(), seed)
@@ -206,6 +256,14 @@ def summarise(rows, seed: int = 0) -> dict:
     unanswerable = rows[(rows["type"] == "unanswerable")].dropna(subset=["abstained"])
     result["abstention"] = _metric(unanswerable["abstained"], seed)
     result["hallucination"] = _metric(unanswerable["hallucinated"], seed)
+    misleading = pd.concat([~free["correct"] & ~free["abstained"], unanswerable["hallucinated"]])
+    result["misleading"] = _metric(misleading, seed)
+    scored = (answerable.dropna(subset=["mc_correct", "context_relevant"])
+              if "context_relevant" in answerable else answerable.iloc[:0])
+    if len(scored):
+        relevant = scored["context_relevant"].astype(bool)
+        result["mc_context_relevant"] = _metric(scored[relevant]["mc_correct"], seed)
+        result["mc_context_missing"] = _metric(scored[~relevant]["mc_correct"], seed)
     latency = percentiles(rows["seconds"].dropna(), (50, 95))
     result["latency_p50"], result["latency_p95"] = latency["p50"], latency["p95"]
     return result

@@ -1,8 +1,9 @@
 """Knowledge injection by fine-tuning: continued pre-training on the knowledge-base articles.
 
 Four variants (notebook 05): full fine-tuning or LoRA, each on the articles alone or on the
-articles plus the question set's paraphrases (augmentation). :func:`ensure_variants` is the one
-entry point; it trains only the variants whose folder (keyed by the settings and data that
+articles plus the question set's paraphrases (augmentation). A fifth, the control
+"kb-full-scratch" (notebook 08), trains the same architecture from random weights with kb-full's
+budget: what the pre-trained start is worth. :func:`ensure_variants` is the one entry point; it trains only the variants whose folder (keyed by the settings and data that
 produce them) is not saved yet in ``RAGFT_CACHE_DIR/finetuned/<profile>/``.
 """
 from __future__ import annotations
@@ -32,11 +33,13 @@ class Variant:
     name: str
     lora: bool
     augmented: bool
+    scratch: bool = False  # random initial weights of the base model's architecture
 
 
 VARIANTS = (Variant("kb-full", False, False), Variant("kb-full-aug", False, True),
             Variant("kb-lora", True, False), Variant("kb-lora-aug", True, True))
-VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
+SCRATCH = Variant("kb-full-scratch", False, False, scratch=True)  # kb-full without pre-training
+VARIANT_BY_NAME = {v.name: v for v in (*VARIANTS, SCRATCH)}
 RUN_FILE = "knowledge_run.json"
 
 
@@ -126,7 +129,8 @@ def _datasets(texts: Sequence[str], tokenizer, block_size: int):
 
 
 def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, base=None):
-    """Continue pre-training the base model (fresh copy unless ``base`` is given) on ``texts``.
+    """Continue pre-training the base model (fresh copy unless ``base`` is given) on ``texts``;
+    a ``scratch`` variant trains the same architecture from random weights instead.
 
     Returns ``(model, tokenizer, KnowledgeRun)``; the model is a ``PeftModel`` for LoRA variants.
     """
@@ -134,6 +138,11 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     resolved = base or load_causal_lm(settings, verbose=False)  # no provenance line per variant
     model, tokenizer = resolved.model, ensure_pad_token(resolved.tokenizer)
     profile = settings.profile
+    if variant.scratch:
+        from transformers import AutoModelForCausalLM
+
+        set_seed(settings.seed)
+        model = AutoModelForCausalLM.from_config(model.config).to(model.dtype)
     if variant.lora:
         model = wrap_lora(model, profile.lora_rank)
     lm = _datasets(texts, tokenizer, profile.block_size)
@@ -160,6 +169,8 @@ def variant_spec(variant: Variant, texts: Sequence[str], settings: Settings) -> 
             "augmented": variant.augmented, "kb_train_epochs": profile.kb_train_epochs,
             "model": base.name, "model_source": base.location,
             "training_texts": text_fingerprint(texts)}
+    if variant.scratch:
+        spec["scratch"] = True
     if variant.lora:
         spec.update(lora_rank=profile.lora_rank,
                     lora_learning_rate_factor=profile.lora_learning_rate_factor)
@@ -217,12 +228,13 @@ def article_texts(folder: Path = KNOWLEDGE_DIR) -> list[str]:
 
 def ensure_variants(settings: Settings | None = None, names: Sequence[str] | None = None, *,
                     retrain: bool = False) -> list[KnowledgeRun]:
-    """Train and save each named variant (default: all four) not yet saved with these settings.
+    """Train and save each named variant (default: the four of notebook 05) not yet saved with
+    these settings.
 
     Returns every variant's :class:`KnowledgeRun`, measured now or read from its folder.
     """
     settings = settings or get_settings()
-    variants = [_variant(name) for name in (names or VARIANT_BY_NAME)]
+    variants = [_variant(name) for name in names] if names else list(VARIANTS)
     corpus = (article_texts(), load_questions())
     runs = []
     for variant in variants:

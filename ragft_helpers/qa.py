@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ragft_helpers.config import QUESTIONS_FILE
+from ragft_helpers.config import OPEN_PROMPTS_FILE, QUESTIONS_FILE
 TYPES = ("single-hop", "multi-hop", "numeric", "unanswerable", "updated")
 
 
@@ -71,3 +71,10 @@ def sample(questions: Sequence[Question], limit: int | None, seed: int = 42) -> 
                 chosen.append(pool.pop())
     order = {q.id: n for n, q in enumerate(questions)}
     return sorted(chosen, key=lambda q: order[q.id])
+
+
+def load_open_prompts(path: Path = OPEN_PROMPTS_FILE, *, limit: int | None = None) -> list[str]:
+    """Open requests with no single right answer (``data/qa/open_prompts.jsonl``), the first
+    ``limit`` of them (all when None)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()][:limit]

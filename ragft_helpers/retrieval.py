@@ -13,6 +13,7 @@ are touched. Modes "demote" and "article" rank what a notice supersedes below it
 """
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +26,9 @@ from ragft_helpers.lexical import lexical_index
 from ragft_helpers.store import embed_queries, open_collection, require_index
 
 METHODS = ("dense", "bm25", "hybrid")
+# A control, not a retriever: k chunks drawn at random (seeded by the question and the settings'
+# seed), to measure what answers are worth when retrieval brings nothing relevant.
+RANDOM = "random"
 DEFAULT_METHOD = "hybrid"  # the best of the three on realistically phrased questions (notebook 03)
 CANDIDATES = 20  # chunks each side contributes to a hybrid fusion
 # A sentence of a question long enough to be searched on its own by hybrid retrieval (words).
@@ -334,9 +338,10 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     """The ``k`` chunks most relevant to ``question``, best first.
 
     ``method``: "dense" (Chroma's nearest embeddings), "bm25" (the lexical index beside it,
-    :mod:`ragft_helpers.lexical`) or "hybrid" (the :data:`CANDIDATES` best chunks of each,
+    :mod:`ragft_helpers.lexical`), "hybrid" (the :data:`CANDIDATES` best chunks of each,
     ranked by a weighted sum of their normalised dense and BM25 scores,
-    :func:`ragft_helpers.fusion.convex_fusion`). BM25 and hybrid first correct words the index
+    :func:`ragft_helpers.fusion.convex_fusion`), or the control "random" (:data:`RANDOM`: any
+    ``k`` chunks, the same for the same question and seed). BM25 and hybrid first correct words the index
     does not know (typos) to the closest words it does (:meth:`LexicalIndex.correct`); the dense
     side of hybrid scores each chunk by the most similar of the question and its sentences
     (:func:`query_pieces`). Every chunk's ``score`` is that cosine similarity to the (corrected)
@@ -352,8 +357,9 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     :data:`CANDIDATES` chunks deep too). Mode "none" treats notices as ordinary chunks.
     """
     question = check_question(question)
-    if method not in METHODS:
-        raise ValueError(f"Unknown retrieval method {method!r}; use one of: {', '.join(METHODS)}.")
+    if method not in (*METHODS, RANDOM):
+        raise ValueError(f"Unknown retrieval method {method!r}; use one of: {', '.join(METHODS)} "
+                         f"(or {RANDOM!r}, the control).")
     mode = supersede or (settings or get_settings()).supersede
     if mode not in SUPERSEDE_MODES:
         raise ValueError(f"Unknown supersede mode {mode!r}; use one of: {', '.join(SUPERSEDE_MODES)}.")
@@ -361,16 +367,20 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     count = require_index(collection)
     if k <= 0:
         return []
-    bm25 = lexical_index(collection, settings) if method != "dense" else None
+    bm25 = lexical_index(collection, settings) if method in ("bm25", "hybrid") else None
     query = bm25.correct(question) if bm25 is not None else question
     embeddings = embed_queries(query_pieces(query) if method == "hybrid" else [query])
     notices = _notices(collection) if mode != "none" else []
     day = retrieval_date(settings, as_of) if notices else None
     reorder = bool(notices) and mode in ("demote", "article")
     depth = min(count, k if method == "dense" and not reorder else max(k, CANDIDATES))
-    dense = _dense(collection, embeddings, depth) if method != "bm25" else []
+    dense = _dense(collection, embeddings, depth) if method in ("dense", "hybrid") else []
     found = {row[0]: row for row in dense}
-    if bm25 is None:
+    if method == RANDOM:
+        seed = (settings or get_settings()).seed
+        ranked = random.Random(f"{seed}|{question}").sample(sorted(collection.get(include=[])["ids"]),
+                                                           min(k, count))
+    elif bm25 is None:
         ranked = list(found)
     else:
         lexical_ids = [id_ for id_, _ in bm25.search(query, depth)]

@@ -49,6 +49,15 @@ def judge(text: str, question: Question, *, abstained: bool = False) -> tuple[bo
     return (contains_answer(text, question) if question.answerable else abstained), abstained
 
 
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct-n (Li et al. 2016): the share of the ``n``-grams of ``texts`` (normalised words,
+    pooled) that are different; 1.0 = no n-gram repeats, lower = more repetitive. NaN when the
+    texts hold no n-gram."""
+    grams = [tuple(words[i:i + n]) for text in texts
+             for words in [normalise(text).split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
 def option_order(n: int, seed: int, key: str) -> list[int]:
     """A seeded permutation of ``range(n)`` for one question (``key``), same on every run."""
     order = list(range(n))

@@ -1,4 +1,4 @@
-"""Claim verdicts computed from synthetic results."""
+"""Claim verdicts and directions computed from synthetic results."""
 from dataclasses import replace
 
 import pytest
@@ -12,82 +12,104 @@ def _ci(value, half=0.05, n=40):
 
 @pytest.fixture
 def evidence():
+    """Every claim's evidence pointing the way the course expects, with intervals apart."""
     return claims.Evidence(
-        mc={"base": _ci(0.3), "rag": _ci(0.8), "ft": _ci(0.35)},
-        kb_perplexity={"base": 20.0, "ft": 8.0},
+        mc={"base": _ci(0.3), "rag": _ci(0.8), "rag_random": _ci(0.3), "ft": _ci(0.35),
+            "ft_aug": _ci(0.4), "lora_aug": _ci(0.38)},
+        misleading={"base": _ci(0.9), "rag": _ci(0.4)},
+        context={"relevant": _ci(0.9), "missing": _ci(0.4)},
+        kb_perplexity={"base": 20.0, "ft": 8.0, "scratch": 4000.0},
         wikitext_perplexity={"base": 30.0, "ft": 33.0},
-        latency_p50={"base": 1.0, "rag": 2.5},
+        latency_p50={"base": 1.0, "rag": 2.5}, peak_memory_mb={"base": 1500.0, "rag": 1700.0},
         train_seconds=300.0, index_seconds=40.0,
         fresh={"rag": _ci(0.9), "ft": _ci(0.1)},
-        ft_tokens=10_000, model_name="SmolLM2-135M-Instruct")
+        parameters={"lora": 1_000, "full": 100_000},
+        diversity={"base": _ci(0.8), "rag": _ci(0.6)},
+        raft={"base + RAG": _ci(0.3), "RAFT LoRA + RAG": _ci(0.6), "KB fine-tune + RAG": _ci(0.35)},
+        tasks={"fine-tuned": _ci(0.9), "few-shot": _ci(0.6), "zero-shot": _ci(0.2)},
+        new_intent={"kNN": 0.5, "fine-tuned": 0.0})
 
 
 def _verdicts(evidence):
+    return claims.claims_table(evidence)["verdict"].to_dict()
+
+
+def test_every_claim_has_a_row_with_the_article_words_and_its_experiment(evidence):
     table = claims.claims_table(evidence)
-    return dict(zip(table["claim"], table["verdict"]))
+    assert list(table.index) == [claim.name for claim in claims.CLAIMS]
+    assert len(table) >= 14 and table.index.is_unique
+    assert (table["article"].str.len() > 10).all() and (table["experiment"].str.len() > 10).all()
+    assert set(claims.EXPECTED) <= set(table.index)
 
 
-def test_clear_results_give_clear_verdicts(evidence):
+def test_clear_results_give_clear_verdicts_and_every_asserted_direction_holds(evidence):
     verdicts = _verdicts(evidence)
-    assert verdicts["RAG is less prone to overfitting"] == claims.SUPPORTED
-    assert verdicts["Fine-tuning may suffer catastrophic forgetting"] == claims.SUPPORTED
-    assert verdicts["RAG has more computational overhead at generation time"] == claims.SUPPORTED
-    assert verdicts["Fine-tuning is quicker to implement"] == claims.CONTRADICTED
-    assert verdicts["RAG adapts to dynamic or evolving information"] == claims.SUPPORTED
-    assert verdicts["Fine-tuning needs less data and compute than training from scratch"] == claims.SUPPORTED
+    for name, expected in claims.EXPECTED.items():
+        assert verdicts[name] == expected, name
+    assert verdicts["RAG reduces misleading answers"] == claims.SUPPORTED
+    assert verdicts["Fine-tuning may forget"] == claims.SUPPORTED
+    # the article's two sentences on creativity: one is supported exactly when the other is not
+    assert verdicts["RAG is less suited to creative content"] == claims.SUPPORTED
+    assert verdicts["RAG is more creative"] == claims.CONTRADICTED
+    table = claims.claims_table(evidence)
+    assert all(claims.direction_holds(table, name) for name in claims.EXPECTED)
+    assert claims.flipped(table) == []
+    assert "4,000" in table.loc["Fine-tuning builds on pre-training", "evidence"]
 
 
-def test_overlapping_intervals_are_inconclusive(evidence):
-    close = replace(evidence, mc={**evidence.mc, "rag": _ci(0.38)}, fresh={"rag": _ci(0.5), "ft": _ci(0.45)})
-    verdicts = _verdicts(close)
-    assert verdicts["RAG is less prone to overfitting"] == claims.INCONCLUSIVE
-    assert verdicts["RAG adapts to dynamic or evolving information"] == claims.INCONCLUSIVE
+def test_overlapping_intervals_are_inconclusive_but_keep_their_direction(evidence):
+    close = replace(evidence, mc={**evidence.mc, "rag": _ci(0.38), "rag_random": _ci(0.36)},
+                    fresh={"rag": _ci(0.5), "ft": _ci(0.45)})
+    table = claims.claims_table(close)
+    assert table.loc["RAG depends on retrieval quality", "verdict"] == claims.INCONCLUSIVE
+    assert table.loc["RAG adapts to evolving information", "verdict"] == claims.INCONCLUSIVE
+    assert claims.direction_holds(table, "RAG depends on retrieval quality")  # 0.38 > 0.36
 
 
-def test_reversed_results_contradict(evidence):
-    reversed_ = replace(evidence, mc={**evidence.mc, "rag": _ci(0.1)},
-                        wikitext_perplexity={"base": 30.0, "ft": 25.0},
-                        latency_p50={"base": 2.0, "rag": 1.0}, train_seconds=10.0,
-                        fresh={"rag": _ci(0.1), "ft": _ci(0.9)})
-    verdicts = _verdicts(reversed_)
-    assert verdicts["RAG is less prone to overfitting"] == claims.CONTRADICTED
-    assert verdicts["Fine-tuning may suffer catastrophic forgetting"] == claims.CONTRADICTED
-    assert verdicts["RAG has more computational overhead at generation time"] == claims.CONTRADICTED
-    assert verdicts["Fine-tuning is quicker to implement"] == claims.SUPPORTED
-    assert verdicts["RAG adapts to dynamic or evolving information"] == claims.CONTRADICTED
+def test_a_flipped_result_flips_the_verdict_and_fails_its_asserted_direction(evidence):
+    flipped = replace(evidence, mc={**evidence.mc, "rag": _ci(0.2), "rag_random": _ci(0.5)},
+                      wikitext_perplexity={"base": 30.0, "ft": 27.0},
+                      latency_p50={"base": 2.5, "rag": 1.0}, train_seconds=10.0,
+                      fresh={"rag": _ci(0.1), "ft": _ci(0.9)},
+                      kb_perplexity={"base": 20.0, "ft": 8.0, "scratch": 6.0},
+                      new_intent={"kNN": 0.0, "fine-tuned": 0.0})
+    table = claims.claims_table(flipped)
+    turned = ["RAG gives domain-specific answers", "RAG depends on retrieval quality",
+              "RAG adapts to evolving information", "RAG costs more at answer time",
+              "Fine-tuning builds on pre-training", "Fine-tuning is quicker to implement",
+              "Retrieval adapts to a new task label", "RAG is less prone to overfitting"]
+    for name in turned:
+        assert not claims.direction_holds(table, name), name
+    assert sorted(claims.flipped(table)) == sorted(turned)
+    assert table.loc["Fine-tuning is quicker to implement", "verdict"] == claims.SUPPORTED
+    assert table.loc["Fine-tuning may forget", "verdict"] == claims.CONTRADICTED
+    assert table.loc["Retrieval adapts to a new task label", "verdict"] == claims.CONTRADICTED
 
 
-def test_small_changes_and_unknown_models_are_inconclusive(evidence):
-    flat = replace(evidence, wikitext_perplexity={"base": 30.0, "ft": 30.1},
-                   latency_p50={"base": 1.0, "rag": 1.05}, model_name="some-local-model")
-    verdicts = _verdicts(flat)
-    assert verdicts["Fine-tuning may suffer catastrophic forgetting"] == claims.INCONCLUSIVE
-    assert verdicts["RAG has more computational overhead at generation time"] == claims.INCONCLUSIVE
-    assert verdicts["Fine-tuning needs less data and compute than training from scratch"] == claims.INCONCLUSIVE
+def test_lora_that_costs_accuracy_or_trains_everything_contradicts_fewer_parameters(evidence):
+    costly = replace(evidence, mc={**evidence.mc, "lora_aug": _ci(0.1)})
+    assert _verdicts(costly)["Fine-tuning adjusts fewer parameters"] == claims.CONTRADICTED
+    everything = replace(evidence, parameters={"lora": 100_000, "full": 100_000})
+    assert _verdicts(everything)["Fine-tuning adjusts fewer parameters"] == claims.CONTRADICTED
 
 
-def test_interval_comparison():
+def test_evidence_from_notebooks_that_did_not_run_is_not_measured_and_fails_its_assert(evidence):
+    alone = replace(evidence, raft=None, tasks=None, new_intent=None)
+    table = claims.claims_table(alone)
+    for name in ("Combining both beats either alone", "Fine-tuning wins a narrow task",
+                 "Retrieval adapts to a new task label"):
+        assert table.loc[name, "verdict"] == claims.NOT_MEASURED
+        assert "notebook 0" in table.loc[name, "evidence"]
+        assert not claims.direction_holds(table, name)
+    assert claims.flipped(table) == []  # what was not measured is reported, not counted as flipped
+
+
+def test_direction_holds_refuses_a_claim_without_an_asserted_direction(evidence):
+    with pytest.raises(KeyError, match="no asserted direction"):
+        claims.direction_holds(claims.claims_table(evidence), "RAG is more creative")
+
+
+def test_compare_intervals():
     assert claims.compare_intervals(_ci(0.8), _ci(0.2)) == 1
     assert claims.compare_intervals(_ci(0.2), _ci(0.8)) == -1
     assert claims.compare_intervals(_ci(0.5), _ci(0.55)) == 0
-
-
-def _summary(mc, single_hop):
-    return {"mc": {"value": mc}, "mc_single-hop": {"value": single_hop}}
-
-
-def test_expectations_report_each_check_with_its_numbers():
-    import pandas as pd
-
-    summaries = {"base": _summary(0.3, 0.2), "RAG": _summary(0.7, 0.9), "FT": _summary(0.35, 0.3),
-                 "FT+aug": _summary(0.3, 0.3)}
-    perplexities = pd.DataFrame({"KB-text perplexity": [20.0, 9.0], "WikiText perplexity": [30.0, 30.1]},
-                                index=["base", "kb-full"])
-    table = claims.expectations(summaries, perplexities)
-    holds = dict(zip(table["expectation"].str.split(" \\(").str[0], table["holds"]))
-    assert holds["RAG beats the base model on single-hop questions"]
-    assert holds["RAG beats plain fine-tuning on single-hop questions"]
-    assert holds["fine-tuning lowers perplexity on knowledge-base text"]
-    assert not holds["augmentation raises fine-tuning's knowledge score"]  # 0.30 < 0.35
-    assert not holds["forgetting is measurable"]  # +0.3% is within the 1% tolerance
-    assert "30.0 → 30.1 (+0.3%)" in set(table["measured"])

@@ -1,12 +1,14 @@
 """The evaluation harness: multiple-choice scoring, bootstrap intervals, results on disk, the
 side-by-side handler."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import ragft_helpers  # noqa: F401  (sets the HF offline mode first)
-from ragft_helpers import scoring, store, harness, results, viz, widgets
+from ragft_helpers import harness, results, score_cache, scoring, store, viz, widgets
 from ragft_helpers.config import get_settings
 from ragft_helpers.qa import Question
 from tests.tiny_models import one_torch_thread, tiny_gpt2, tiny_llama, tiny_tokenizer  # noqa: F401
@@ -233,6 +235,61 @@ def test_side_by_side_handler_shows_answers_sources_and_correctness(trained, tok
     empty = harness.side_by_side("  ", systems[:1], settings)
     assert "empty" in empty[0]["error"]
     assert "ferry.md" in widgets.side_by_side_html(rows)
+
+
+def test_retrieval_systems_record_whether_a_relevant_chunk_reached_the_prompt(trained, tokenizer,
+                                                                             settings, tmp_path):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\n## Times\n\nThe ferry leaves the harbour at seven.\n")
+    (folder / "b.md").write_text("# B\n\n## Food\n\nThe cafe sells soup and hot drinks.\n")
+    collection = store.open_collection(settings, name="relevance")
+    store.index_folder(folder, collection, progress=False)
+    ferry = Question("q1", "When does the ferry leave the harbour?", "seven", (), ("nine", "four", "two"),
+                     (("a.md", "Times"),), "single-hop", ())
+    soup = replace(ferry, id="q2", question="Is there soup in the cafe?")  # its source is still a.md
+    systems = {method: harness.System(method, trained, tokenizer, retrieval=True, collection=collection,
+                                      k=1, method=method) for method in ("hybrid", "random")}
+    rows = harness.evaluate_system(systems["hybrid"], [ferry, soup], settings, reuse=False).rows.set_index("id")
+    assert rows.loc["q1", "context_relevant"] and not rows.loc["q2", "context_relevant"]
+    summary = harness.summarise(rows.reset_index())
+    assert summary["mc_context_relevant"]["n"] == 1 and summary["mc_context_missing"]["n"] == 1
+    alone = harness.evaluate_system(harness.System("alone", trained, tokenizer), [ferry], settings).rows
+    assert alone["context_relevant"].isna().all() and "mc_context_relevant" not in harness.summarise(alone)
+    # the control draws its chunks at random, and the method is part of what a score is saved under
+    drawn = harness.evaluate_system(systems["random"], [ferry], settings)
+    assert drawn.rows["answer"].notna().all()
+    renamed = {method: replace(system, name="x") for method, system in systems.items()}
+    assert score_cache.path_of(renamed["hybrid"], [ferry], settings) != score_cache.path_of(
+        renamed["random"], [ferry], settings)
+
+
+def test_misleading_counts_wrong_answers_and_answers_to_unanswerable_questions():
+    rows = pd.DataFrame([
+        {"type": "single-hop", "mc_correct": True, "correct": True, "abstained": False, "hallucinated": False},
+        {"type": "single-hop", "mc_correct": False, "correct": False, "abstained": False, "hallucinated": False},
+        {"type": "single-hop", "mc_correct": False, "correct": False, "abstained": True, "hallucinated": False},
+        {"type": "unanswerable", "mc_correct": None, "correct": True, "abstained": True, "hallucinated": False},
+        {"type": "unanswerable", "mc_correct": None, "correct": False, "abstained": False, "hallucinated": True},
+    ]).astype({"mc_correct": "boolean", "correct": "boolean", "abstained": "boolean",
+               "hallucinated": "boolean"}).assign(seconds=1.0)
+    misleading = harness.summarise(rows)["misleading"]
+    assert misleading["n"] == 5 and misleading["value"] == pytest.approx(2 / 5)  # a declined answer misleads no one
+
+
+def test_sampled_answers_use_each_seed_once_per_prompt_and_diversity_reads_them(trained, tokenizer,
+                                                                                  settings):
+    system = harness.System("tiny", trained, tokenizer)
+    prompts = ["the ferry leaves", "a ticket costs"]
+    rows = harness.sampled_answers(system, prompts, settings, samples=3)
+    assert list(rows.groupby("prompt", sort=False).size()) == [3, 3]
+    again = harness.sampled_answers(system, prompts, settings, samples=3)
+    assert rows["answer"].tolist() == again["answer"].tolist()  # seeded
+    repeated = pd.DataFrame({"prompt": ["p"] * 3, "answer": ["the ferry leaves at seven"] * 3})
+    varied = pd.DataFrame({"prompt": ["p"] * 3, "answer": ["the ferry leaves at seven", "soup is sold "
+                                                           "on board", "tickets cost four pounds"]})
+    assert harness.diversity(repeated)["value"] < harness.diversity(varied)["value"] == 1.0
+    assert harness.diversity(rows)["n"] <= 2
 
 
 def test_side_by_side_widget_wires_the_handler(trained, tokenizer, settings):

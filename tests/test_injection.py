@@ -131,6 +131,21 @@ def test_full_fine_tune_saves_a_plain_model(settings):
     assert injection.variant_run("kb-full-aug", settings) is None
 
 
+def test_the_scratch_control_starts_from_random_weights_with_kb_full_budget(settings):
+    tokenizer = tiny_tokenizer()
+    base = ResolvedModel(_tiny_model(tokenizer), tokenizer, Provenance("model", "tiny", "test", "-"))
+    full = injection.VARIANT_BY_NAME["kb-full"]
+    fitted = injection.train_variant(full, [TINY_TEXT] * 8, settings, base=base)[2]  # trains base in place
+    _, _, run = injection.train_variant(injection.SCRATCH, [TINY_TEXT] * 8, settings, base=base)
+    assert run.steps == fitted.steps and run.tokens_seen == fitted.tokens_seen  # the same budget
+    # it did not start from the fitted weights: its first loss is back near an untrained model's
+    assert run.first_loss - fitted.final_loss > 0.5 * (fitted.first_loss - fitted.final_loss)
+    assert run.final_loss < run.first_loss  # and it learns
+    texts = real_texts(full)
+    assert injection.variant_dir(injection.SCRATCH, texts, settings) != injection.variant_dir(full, texts, settings)
+    assert "kb-full-scratch" not in [v.name for v in injection.VARIANTS]  # notebook 05 does not train it
+
+
 def test_every_step_loss_is_kept_and_no_line_is_printed_per_step(settings, capsys):
     tokenizer = tiny_tokenizer()
     base = ResolvedModel(_tiny_model(tokenizer), tokenizer, Provenance("model", "tiny", "test", "-"))

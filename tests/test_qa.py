@@ -47,3 +47,15 @@ def test_quality_table_matches_hand_computation():
     assert table.loc["numeric", "hit@1"] == 0.5 and table.loc["numeric", "hit@3"] == 1.0
     assert table.loc["multi-hop", "MRR"] == pytest.approx(0.25)
     assert table.loc["all", "MRR"] == pytest.approx((1 + 1 / 3 + 0 + 1 / 2) / 4)
+
+
+def test_open_prompts_are_distinct_requests_with_ids_and_a_limit():
+    import json
+
+    from ragft_helpers.config import OPEN_PROMPTS_FILE
+
+    records = [json.loads(line) for line in OPEN_PROMPTS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(records) >= 10 and len({r["id"] for r in records}) == len(records)
+    prompts = qa.load_open_prompts()
+    assert prompts == [r["prompt"] for r in records] and len(set(prompts)) == len(prompts)
+    assert qa.load_open_prompts(limit=3) == prompts[:3]

@@ -37,8 +37,13 @@ def showdown() -> dict:
                        "n": 4, "free-form": 0.0, "seconds to adapt": float("nan")},
                       {"system": "RAG, after", "multiple choice": 0.75, "low": 0.5, "high": 1.0,
                        "n": 4, "free-form": 0.5, "seconds to adapt": 0.4}],
-        "claims": [{"claim": "RAG adapts to dynamic or evolving information",
-                    "evidence": "updated questions: RAG 0.75 vs FT 0.25", "verdict": "supported"}],
+        "claims": [{"claim": "RAG adapts to evolving information",
+                    "article": "RAG adapts to dynamic or evolving information",
+                    "evidence": "updated questions: RAG 0.75 vs FT 0.25", "verdict": "supported",
+                    "direction": True, "asserted": "supported"},
+                   {"claim": "RAG is more creative", "article": "RAG \"can generate more creative\" responses",
+                    "evidence": "distinct-2: 0.60 vs 0.62", "verdict": "inconclusive at this scale",
+                    "direction": False, "asserted": ""}],
         "variants": [{"name": "kb-full", "lora": False, "augmented": False, "steps": 60,
                       "tokens_seen": 61440, "train_seconds": 300.0, "peak_memory_mb": 2900.0,
                       "first_loss": 3.5, "final_loss": 2.0}],
@@ -103,10 +108,10 @@ def test_page_from_a_showdown_file(tmp_path):
     assert "| RAG, before | 0.00 [0.00, 0.00] (n=4) | 0.00 | — |" in page  # NaN shown as a dash
     assert "| RAG, after | 0.75 [0.50, 1.00] (n=4) | 0.50 | 0.4 |" in page
     assert "| kb-full | no | no | 60 | 61,440 | 300 | 2,900 | 3.50 → 2.00 |" in page
-    # The course's expectations, recomputed from the saved numbers.
-    assert "| RAG beats the base model on single-hop questions (MC) | 0.75 vs 0.30 | holds |" in page
-    assert "| fine-tuning lowers perplexity on knowledge-base text | 30.0 → 10.0 | holds |" in page
-    assert "| RAG adapts to dynamic or evolving information | updated questions: RAG 0.75 vs FT 0.25 | **supported** |" in page
+    # Every claim with the article's words, its computed verdict and the direction CI asserts.
+    assert ("| RAG adapts to evolving information | RAG adapts to dynamic or evolving information | "
+            "updated questions: RAG 0.75 vs FT 0.25 | **supported** | supported |") in page
+    assert "| **inconclusive at this scale** | — |" in page
     assert "No `tasks-laptop.json` beside the showdown's file" in page
     assert "No `raft-laptop.json` beside the showdown's file" in page
     # The reference numbers a student's run is compared with, beside the page.

@@ -77,8 +77,22 @@ def test_a_long_message_is_searched_by_its_sentences_too(indexed, settings):
     assert sources(hybrid)[0] == "refunds.md"  # the question, not the picnic
 
 
+def test_the_random_control_draws_k_chunks_the_same_way_for_the_same_question(indexed, settings):
+    collection = indexed[0]
+    drawn = {question: [c.id for c in retrieval.retrieve(question, 2, collection, settings=settings,
+                                                         method="random")]
+             for question in ("How do I get a refund?", "Is there soup?", "Where is the QX-7 form?")}
+    assert all(len(ids) == 2 and len(set(ids)) == 2 for ids in drawn.values())
+    again = [c.id for c in retrieval.retrieve("How do I get a refund?", 2, collection,
+                                              settings=settings, method="random")]
+    assert again == drawn["How do I get a refund?"]
+    assert len({tuple(ids) for ids in drawn.values()}) > 1  # not one fixed pair for every question
+    chunk = retrieval.retrieve("How do I get a refund?", 1, collection, settings=settings, method="random")[0]
+    assert -1 <= chunk.score <= 1  # its real similarity to the question, as for every method
+
+
 def test_an_unknown_method_is_refused_naming_the_choices(indexed, settings):
-    with pytest.raises(ValueError, match="dense, bm25, hybrid"):
+    with pytest.raises(ValueError, match="dense, bm25, hybrid.*random"):
         retrieval.retrieve("soup?", 1, indexed[0], settings=settings, method="sparse")
 
 

@@ -45,3 +45,10 @@ def test_score_answers_counts_abstention_as_right_only_when_unanswerable():
     assert list(table["correct"]) == [False, True]
     assert list(table["abstained"]) == [True, True]
     assert (table["seconds"] >= 0).all()
+
+
+def test_distinct_n_is_the_share_of_different_n_grams():
+    assert scoring.distinct_n(["the boat the boat"], 2) == pytest.approx(2 / 3)  # "the boat" twice, "boat the"
+    assert scoring.distinct_n(["The boat.", "the BOAT"], 2) == 0.5  # normalised words
+    assert scoring.distinct_n(["one", "two"], 2) != scoring.distinct_n(["one", "two"], 2)  # no bigram: NaN
+    assert scoring.distinct_n(["a b c", "d e f"], 1) == 1.0
