@@ -47,6 +47,8 @@ class Evidence:
     #                                       "few-shot", "zero-shot"
     new_intent: dict[str, float] | None = None  # notebook 07, recall on the new intent after
     #                                             indexing 10 examples: "kNN", "fine-tuned"
+    overtraining: dict[str, float] | None = None  # notebook 07, a classifier trained too long:
+    #                                               tasks.early_stopping's losses
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,24 @@ def new_label_without_retraining(e: Evidence) -> Finding:
     return Finding(CONTRADICTED if knn <= old else INCONCLUSIVE, evidence, _lean(knn, old))
 
 
+def overfits_when_overtrained(e: Evidence) -> Finding:
+    """Trained too long, validation loss climbs from its lowest point while training loss falls;
+    stopping at the lowest point gives a lower loss on messages nothing was chosen on (test)."""
+    if e.overtraining is None:
+        return _not_measured("notebook 07 has not saved its results with these settings")
+    o = e.overtraining
+    overfit = (o["validation_last"] > o["validation_best"] * (1 + PERPLEXITY_TOLERANCE)
+               and o["train_last"] < o["train_best"])
+    fixed = o["test_best"] < o["test_last"]
+    evidence = (f"a classifier trained {o['last_epoch']} epochs on a few messages: validation loss lowest "
+                f"after epoch {o['best_epoch']} ({o['validation_best']:.3f}), {o['validation_last']:.3f} at "
+                f"the end while training loss fell {o['train_best']:.3f} → {o['train_last']:.4f}; test loss "
+                f"with early stopping {o['test_best']:.3f}, without {o['test_last']:.3f}")
+    if not overfit:
+        return Finding(INCONCLUSIVE, evidence + " (no over-fitting within this budget)", False)
+    return Finding(SUPPORTED if fixed else CONTRADICTED, evidence, fixed)
+
+
 def pretrained_start(e: Evidence) -> Finding:
     """The same architecture and budget from random weights ends far worse than from the
     pre-trained ones: the pre-training did most of the work."""
@@ -266,6 +286,10 @@ CLAIMS = (
           "RAG is less prone to overfitting",
           "the fine-tune's fit of its text (perplexity) vs its accuracy on questions, against RAG",
           less_overfitting),
+    Claim("Fine-tuning over-fits when trained too long",
+          "fine-tuning may overfit if trained excessively; the fix: stop early, or regularise",
+          "notebook 07: a classifier trained far too long, losses every epoch; early stopping judged "
+          "on test messages", overfits_when_overtrained),
     Claim("Fine-tuning may forget",
           "fine-tuning may suffer catastrophic forgetting",
           "held-out WikiText perplexity before and after the knowledge fine-tune", forgetting),
@@ -315,6 +339,7 @@ EXPECTED = {
     "RAG is less prone to overfitting": SUPPORTED,
     "Fine-tuning wins a narrow task": SUPPORTED,
     "Retrieval adapts to a new task label": SUPPORTED,
+    "Fine-tuning over-fits when trained too long": SUPPORTED,
     "Fine-tuning builds on pre-training": SUPPORTED,
     "Fine-tuning is quicker to implement": CONTRADICTED,
     "Fine-tuning adjusts fewer parameters": SUPPORTED,
@@ -328,12 +353,13 @@ def raft_evidence(document: dict | None) -> dict[str, dict] | None:
     return dict(document["pooled"]) if document else None
 
 
-def task_evidence(document: dict | None) -> tuple[dict[str, dict] | None, dict[str, float] | None]:
-    """From notebook 07's saved results (``stem="tasks"``): the macro-F1 intervals of the best
-    fine-tuned classifier, few-shot and zero-shot, and the recall on the new intent of kNN and of
-    the classifier trained before it; ``(None, None)`` when it has not saved any."""
+def task_evidence(document: dict | None) -> dict[str, dict | None]:
+    """The :class:`Evidence` fields notebook 07's saved results (``stem="tasks"``) give:
+    ``tasks`` (macro-F1 intervals of the best fine-tuned classifier, few-shot and zero-shot),
+    ``new_intent`` (recall on the new intent of kNN and of the classifier trained before it) and
+    ``overtraining`` (its early-stopping losses); each None when it has not saved any."""
     if not document:
-        return None, None
+        return {"tasks": None, "new_intent": None, "overtraining": None}
     rows = {row["system"]: row for row in document["table"]}
 
     def interval(row: dict) -> dict:
@@ -347,9 +373,10 @@ def task_evidence(document: dict | None) -> tuple[dict[str, dict] | None, dict[s
     def recall(row: dict) -> float:
         return next(value for key, value in row.items() if key.endswith(" recall"))
 
-    return ({"fine-tuned": interval(best), "few-shot": interval(rows["few-shot"]),
-             "zero-shot": interval(rows["zero-shot"])},
-            {"kNN": recall(new["kNN"]), "fine-tuned": recall(new["fine-tuned (10 intents)"])})
+    return {"tasks": {"fine-tuned": interval(best), "few-shot": interval(rows["few-shot"]),
+                      "zero-shot": interval(rows["zero-shot"])},
+            "new_intent": {"kNN": recall(new["kNN"]), "fine-tuned": recall(new["fine-tuned (10 intents)"])},
+            "overtraining": document.get("early_stopping")}
 
 
 def claims_table(evidence: Evidence):

@@ -108,6 +108,10 @@ class Profile:
     task_curve_sizes: tuple[int | None, ...] = (2, 8, 32, None)  # per intent (None = all)
     task_curve_test_per_label: int | None = 10  # test messages per intent on the learning curve
     task_new_examples: int = 10  # labelled examples of the new intent
+    # Notebook 07's "trained too long": MiniLM on task_overtrain_per_label messages per intent for
+    # task_overtrain_epochs epochs at a constant learning rate, losses recorded every epoch.
+    task_overtrain_per_label: int = 8
+    task_overtrain_epochs: int = 30
 
     def __post_init__(self):
         micro = self.micro_batch_size or self.train_batch_size

@@ -505,6 +505,65 @@ def train_classifier(kind_name: str, train: Sequence[Ticket], labels: Sequence[s
     return model, tokenizer, run
 
 
+def overtraining_curve(train: Sequence[Ticket], validation: Sequence[Ticket], test: Sequence[Ticket],
+                       settings: Settings, *, epochs: int | None = None, weight_decay: float = 0.0,
+                       labels: Sequence[str] = ORIGINAL_LABELS, base=None):
+    """Train the MiniLM classifier far too long on ``train`` and record, after every epoch, the
+    training loss and the loss on ``validation`` and on ``test``: one row per epoch (``epoch``,
+    ``train_loss``, ``validation_loss``, ``test_loss``). The learning rate stays constant, so
+    nothing but stopping limits the training; ``weight_decay`` adds that regulariser. Early
+    stopping is reading off the epoch of lowest validation loss (:func:`early_stopping`); the test
+    loss says whether that choice was also better on messages it never saw. ``epochs``: default
+    the profile's ``task_overtrain_epochs``; ``base``: a ``(model, tokenizer)`` for tests."""
+    import pandas as pd
+    from transformers import DataCollatorWithPadding, Trainer
+
+    labels = list(labels)
+    p = settings.profile
+    epochs = epochs or p.task_overtrain_epochs
+    set_seed(settings.seed)
+    model, tokenizer = base or _load_base(CLASSIFIERS["minilm"], labels, settings)
+    tokenizer = ensure_pad_token(tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    encoded = {name: encode_messages(tickets, labels, tokenizer, p.task_max_length)
+               for name, tickets in (("train", train), ("validation", validation), ("test", test))}
+    with tempfile.TemporaryDirectory(prefix="task-overtraining-") as output_dir:
+        args = training_arguments(settings, output_dir, max_steps=-1, num_train_epochs=epochs,
+                                  learning_rate=p.task_learning_rate, lr_scheduler_type="constant",
+                                  warmup_steps=0, per_device_train_batch_size=p.task_batch_size,
+                                  per_device_eval_batch_size=p.task_batch_size,
+                                  gradient_accumulation_steps=1, eval_strategy="epoch",
+                                  eval_on_start=False, logging_strategy="epoch", logging_first_step=False,
+                                  save_strategy="no",
+                                  optim="adamw_torch", weight_decay=weight_decay)
+        trainer = Trainer(model=model, args=args, train_dataset=encoded["train"],
+                          eval_dataset={"validation": encoded["validation"], "test": encoded["test"]},
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+        measured_train(trainer)
+    rows: dict[int, dict] = {}
+    for entry in trainer.state.log_history:
+        epoch = int(round(entry.get("epoch", 0)))
+        row = rows.setdefault(epoch, {"epoch": epoch})
+        for key, column in (("loss", "train_loss"), ("eval_validation_loss", "validation_loss"),
+                            ("eval_test_loss", "test_loss")):
+            if key in entry:
+                row[column] = entry[key]
+    columns = ["epoch", "train_loss", "validation_loss", "test_loss"]
+    return pd.DataFrame([rows[e] for e in sorted(rows) if e > 0], columns=columns).dropna()
+
+
+def early_stopping(curve) -> dict[str, float]:
+    """What :func:`overtraining_curve` shows: the epoch of lowest validation loss (where early
+    stopping stops), the validation and test losses there and after the last epoch, and the
+    training loss at both."""
+    best = curve.loc[curve["validation_loss"].idxmin()]
+    last = curve.iloc[-1]
+    return {"best_epoch": int(best["epoch"]), "last_epoch": int(last["epoch"]),
+            "validation_best": float(best["validation_loss"]), "validation_last": float(last["validation_loss"]),
+            "test_best": float(best["test_loss"]), "test_last": float(last["test_loss"]),
+            "train_best": float(best["train_loss"]), "train_last": float(last["train_loss"])}
+
+
 def ensure_classifier(kind_name: str, train: Sequence[Ticket], settings: Settings | None = None, *,
                       labels: Sequence[str] = ORIGINAL_LABELS, retrain: bool = False) -> ClassifierRun:
     """Train and save the classifier unless it is saved with these settings and messages; its

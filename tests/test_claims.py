@@ -27,7 +27,9 @@ def evidence():
         diversity={"base": _ci(0.8), "rag": _ci(0.6)},
         raft={"base + RAG": _ci(0.3), "RAFT LoRA + RAG": _ci(0.6), "KB fine-tune + RAG": _ci(0.35)},
         tasks={"fine-tuned": _ci(0.9), "few-shot": _ci(0.6), "zero-shot": _ci(0.2)},
-        new_intent={"kNN": 0.5, "fine-tuned": 0.0})
+        new_intent={"kNN": 0.5, "fine-tuned": 0.0},
+        overtraining={"best_epoch": 4, "last_epoch": 30, "validation_best": 0.6, "validation_last": 1.1,
+                      "test_best": 0.7, "test_last": 1.2, "train_best": 0.3, "train_last": 0.001})
 
 
 def _verdicts(evidence):
@@ -94,14 +96,41 @@ def test_lora_that_costs_accuracy_or_trains_everything_contradicts_fewer_paramet
 
 
 def test_evidence_from_notebooks_that_did_not_run_is_not_measured_and_fails_its_assert(evidence):
-    alone = replace(evidence, raft=None, tasks=None, new_intent=None)
+    alone = replace(evidence, raft=None, **claims.task_evidence(None))
     table = claims.claims_table(alone)
     for name in ("Combining both beats either alone", "Fine-tuning wins a narrow task",
-                 "Retrieval adapts to a new task label"):
+                 "Retrieval adapts to a new task label", "Fine-tuning over-fits when trained too long"):
         assert table.loc[name, "verdict"] == claims.NOT_MEASURED
         assert "notebook 0" in table.loc[name, "evidence"]
         assert not claims.direction_holds(table, name)
     assert claims.flipped(table) == []  # what was not measured is reported, not counted as flipped
+
+
+def test_overtraining_without_a_rise_is_inconclusive_and_a_useless_stop_contradicts(evidence):
+    flat = dict(evidence.overtraining, validation_last=0.6, best_epoch=30)
+    table = claims.claims_table(replace(evidence, overtraining=flat))
+    assert table.loc["Fine-tuning over-fits when trained too long", "verdict"] == claims.INCONCLUSIVE
+    assert "Fine-tuning over-fits when trained too long" in claims.flipped(table)
+    useless = dict(evidence.overtraining, test_best=1.3)
+    verdict = claims.claims_table(replace(evidence, overtraining=useless)).loc[
+        "Fine-tuning over-fits when trained too long", "verdict"]
+    assert verdict == claims.CONTRADICTED
+
+
+def test_saved_notebook_results_become_evidence():
+    document = {"table": [
+        {"system": name, "macro_f1": f1, "macro_f1_low": f1 - 0.1, "macro_f1_high": f1 + 0.1, "n": 30}
+        for name, f1 in (("zero-shot", 0.2), ("few-shot", 0.6), ("kNN", 0.7),
+                         ("fine-tuned minilm", 0.9), ("fine-tuned lm-full", 0.8))],
+        "new_intent": [{"system": "kNN", "group_travel recall": 0.5},
+                       {"system": "fine-tuned (10 intents)", "group_travel recall": 0.0}],
+        "early_stopping": {"best_epoch": 3}}
+    found = claims.task_evidence(document)
+    assert found["tasks"]["fine-tuned"]["value"] == 0.9 and found["tasks"]["few-shot"]["low"] == 0.5
+    assert found["new_intent"] == {"kNN": 0.5, "fine-tuned": 0.0}
+    assert found["overtraining"] == {"best_epoch": 3}
+    assert claims.raft_evidence({"pooled": {"base + RAG": {"value": 0.3}}}) == {"base + RAG": {"value": 0.3}}
+    assert claims.raft_evidence(None) is None
 
 
 def test_direction_holds_refuses_a_claim_without_an_asserted_direction(evidence):

@@ -257,6 +257,33 @@ def test_a_tiny_classifier_run_lowers_its_loss_and_learns_the_labels(tmp_path):
     assert [system.predict(texts[label]).label for label in labels] == labels
 
 
+def test_overtraining_records_every_epoch_and_early_stopping_reads_the_best_one(tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = tiny_tokenizer(WORDS)
+    labels = ["pets", "refund", "timetable"]
+    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
+    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
+    # held-out messages the training data contradicts: the more confident the model, the worse
+    held_out = [ticket(f"h{label}", texts[label], labels[(n + 1) % 3]) for n, label in enumerate(labels)]
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                        num_labels=3, pad_token_id=tokenizer.eos_token_id,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
+                             "RAGFT_PRECISION": "fp32"}).with_budgets(task_batch_size=8,
+                                                                      task_learning_rate=3e-3)
+    curve = tasks.overtraining_curve(train, held_out, held_out, settings, epochs=6, labels=labels,
+                                     base=(GPT2ForSequenceClassification(config), tokenizer))
+    assert list(curve["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
+    assert curve["validation_loss"].iloc[-1] > curve["validation_loss"].iloc[0]  # it over-fits
+    stop = tasks.early_stopping(curve)
+    assert stop["best_epoch"] == int(curve.loc[curve["validation_loss"].idxmin(), "epoch"]) < 6
+    assert stop["validation_best"] < stop["validation_last"] and stop["test_best"] < stop["test_last"]
+
+
 def test_training_refuses_labels_it_was_not_given(smoke):
     with pytest.raises(ValueError, match="not in"):
         tasks.train_classifier("minilm", [ticket("a", "x", "pets")], ["refund"], smoke, base=(None, None))

@@ -19,6 +19,7 @@
 # - Compare with macro-F1, bootstrap intervals, a confusion matrix, latency and training cost.
 # - Find, by measurement, how many labelled examples fine-tuning needs to overtake retrieval.
 # - See why retrieval adapts to a new intent in seconds while a classifier must be retrained.
+# - Watch a classifier over-fit when trained too long, and measure early stopping as the fix.
 
 # %%
 import matplotlib.pyplot as plt
@@ -276,7 +277,43 @@ assert knn_low > 0
 assert recall_old == 0
 
 # %% [markdown]
-# ## Step 8 — From the command line: `ragft classify`
+# ## Step 8 — Trained too long: over-fitting, and the fix
+# The source article warns that fine-tuning "may overfit if trained excessively" and names the
+# fix: stop early, or regularise. Here is that pitfall on this task. The MiniLM classifier trains
+# on only `task_overtrain_per_label` messages per intent for `task_overtrain_epochs` epochs at a
+# constant learning rate — far too long for so little data — and after every epoch the loss is
+# measured on the training messages, on the **validation** split and on the test messages. The
+# training loss keeps falling; the validation loss stops falling and climbs as the model grows
+# sure of its mistakes. **Early stopping** keeps the epoch of lowest validation loss; the test
+# loss — messages neither training nor stopping saw — says whether that choice was right.
+
+# %%
+overfit_train = tasks.training_set(tickets, settings, per_label=profile.task_overtrain_per_label)
+validation = tasks.select(tickets, "validation", labels)
+curve_overtrained = tasks.overtraining_curve(overfit_train, validation, test, settings)
+stopping = tasks.early_stopping(curve_overtrained)
+ax = curve_overtrained.plot(x="epoch", y=["train_loss", "validation_loss", "test_loss"], marker=".",
+                            figsize=(7, 3.5), logy=True)
+ax.axvline(stopping["best_epoch"], color="grey", linestyle="--", label="early stopping")
+ax.set_ylabel("cross-entropy loss")
+ax.legend()
+plt.show()
+print(f"{len(overfit_train)} training messages, {len(validation)} validation, {len(test)} test; lowest "
+      f"validation loss after epoch {stopping['best_epoch']} of {stopping['last_epoch']}: "
+      f"{stopping['validation_best']:.3f} → {stopping['validation_last']:.3f} at the end, while the "
+      f"training loss fell {stopping['train_best']:.3f} → {stopping['train_last']:.4f}; test loss "
+      f"{stopping['test_best']:.3f} with early stopping, {stopping['test_last']:.3f} without")
+
+# %%
+# Checkpoint: trained too long, the classifier over-fits (validation loss rises after its best
+# epoch while the training loss keeps falling), and stopping at the best validation epoch gives a
+# lower loss on the test messages than training to the end.
+assert stopping["best_epoch"] < stopping["last_epoch"]
+assert stopping["validation_last"] > stopping["validation_best"] and stopping["train_last"] < stopping["train_best"]
+assert stopping["test_best"] < stopping["test_last"]
+
+# %% [markdown]
+# ## Step 9 — From the command line: `ragft classify`
 # The saved systems answer from the command line too, and nothing is trained there: a classifier
 # that notebook 07 has not trained is an error naming what trains it.
 #
@@ -292,6 +329,7 @@ cli.main(["classify", "the 16:45 never left, I want my money back", "--method", 
 # %%
 saved = results.save_results({"table": table.reset_index(), "curve": curve, "crossover": cross,
                               "new_intent": new_intent.reset_index(),
+                              "overtraining": curve_overtrained, "early_stopping": stopping,
                               "runs": {kind: vars(run) for kind, run in runs.items()},
                               "peak_memory_mb": memory.peak_mb}, settings,
                              provenance=[lm.provenance], stem="tasks")
@@ -356,3 +394,5 @@ print(f"- New intent: indexing {len(new_examples)} examples took {adapt_seconds:
 # 8. What does LoRA train, and what does it save?
 # 9. Where on the learning curve does fine-tuning overtake retrieval, and why not earlier?
 # 10. What does each approach have to do when a new intent appears, and how long does it take?
+# 11. Why does the validation loss rise while the training loss keeps falling, and why is the test
+#     loss, not the validation loss, the fair judge of early stopping?

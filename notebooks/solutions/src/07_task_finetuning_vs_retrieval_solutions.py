@@ -262,3 +262,11 @@ assert (mine_table["intended"] == mine_table["kNN says"]).sum() >= 4
 #    classifier has a fixed set of ten outputs: it cannot say `group_travel` at all until it is
 #    retrained with an eleventh output, which takes a full training run (tens of seconds at
 #    `smoke` for MiniLM, minutes at larger budgets).
+# 11. **Over-fitting.** Each epoch pushes the training messages' probabilities further toward
+#    their labels, so the training loss keeps falling; on validation messages the model's few
+#    mistakes become more and more confident, and one confident mistake costs more loss than many
+#    right answers save, so the validation loss turns and climbs. The validation split chose the
+#    stopping epoch, so its loss there is the lowest by construction; only messages that played
+#    no part in training or in choosing — the test messages — can show that stopping early
+#    generalises better. Weight decay is the other fix: it pulls the weights toward zero at every
+#    step, which slows the growth of confidence.
