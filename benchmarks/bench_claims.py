@@ -16,14 +16,11 @@ seeds. Writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_notebooks import ROOT, RESULTS, run_notebook  # noqa: E402
+from bench_notebooks import ROOT, RESULTS, run_seed  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from ragft_helpers import claims  # noqa: E402
@@ -32,16 +29,9 @@ NOTEBOOK = ROOT / "notebooks" / "08_rag_vs_finetuning_showdown.ipynb"
 
 
 def one_seed(seed: int, profile: str, timeout: int) -> dict:
-    cache = Path(tempfile.mkdtemp(prefix=f"ragft-claims-{seed}-"))
-    env = {**os.environ, "RAGFT_PROFILE": profile, "RAGFT_SEED": str(seed), "RAGFT_CACHE_DIR": str(cache)}
-    models = Path(os.environ.get("RAGFT_CACHE_DIR", "")).expanduser() / "models"
-    if models.is_dir():  # reuse the converted model; everything else starts empty
-        (cache / "models").symlink_to(models, target_is_directory=True)
-    seconds, peak_gb, code, _ = run_notebook(NOTEBOOK, env, timeout)
-    saved = cache / "results" / f"showdown-{profile}.json"
-    row = {"seed": seed, "minutes": seconds / 60, "peak_gb": peak_gb, "passed": code == 0, "claims": {}}
-    if saved.is_file():
-        row["claims"] = {c["claim"]: c for c in json.loads(saved.read_text())["claims"]}
+    row = run_seed(NOTEBOOK, "showdown", seed, profile, timeout)
+    data = row.pop("saved")
+    row["claims"] = {c["claim"]: c for c in data["claims"]} if data else {}
     return row
 
 

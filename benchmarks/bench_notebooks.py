@@ -80,6 +80,22 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, 
     return seconds, peak / 2**30, process.returncode, cells
 
 
+def run_seed(path: Path, stem: str, seed: int, profile: str, timeout: int) -> dict:
+    """Run one notebook with ``RAGFT_SEED=seed`` in a fresh kernel and an empty cache folder (the
+    converted model of ``RAGFT_CACHE_DIR`` reused, nothing else), so everything it trains is
+    trained anew: ``seed``, ``minutes``, ``peak_gb``, ``passed`` and ``saved``, the results file
+    ``<stem>-<profile>.json`` it saved (None when it saved none)."""
+    cache = Path(tempfile.mkdtemp(prefix=f"ragft-{stem}-{seed}-"))
+    env = {**os.environ, "RAGFT_PROFILE": profile, "RAGFT_SEED": str(seed), "RAGFT_CACHE_DIR": str(cache)}
+    models = Path(os.environ.get("RAGFT_CACHE_DIR", "")).expanduser() / "models"
+    if models.is_dir():
+        (cache / "models").symlink_to(models, target_is_directory=True)
+    seconds, peak_gb, code, _ = run_notebook(path, env, timeout)
+    saved = cache / "results" / f"{stem}-{profile}.json"
+    return {"seed": seed, "minutes": seconds / 60, "peak_gb": peak_gb, "passed": code == 0,
+            "saved": json.loads(saved.read_text()) if saved.is_file() else None}
+
+
 def measure(numbers: list[str], profile: str, timeout: int = 3600) -> list[tuple]:
     """(notebook, seconds, peak GB, result, per-cell seconds) per notebook, run in order."""
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -13,14 +13,11 @@ classifier is trained anew. The numbers come from the results file the notebook 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_notebooks import ROOT, RESULTS, run_notebook  # noqa: E402
+from bench_notebooks import ROOT, RESULTS, run_seed  # noqa: E402
 
 NOTEBOOK = ROOT / "notebooks" / "07_task_finetuning_vs_retrieval.ipynb"
 NEW_LABEL = "group_travel"
@@ -28,16 +25,9 @@ RECALL_TARGET = 0.6
 
 
 def one_seed(seed: int, profile: str, timeout: int) -> dict:
-    cache = Path(tempfile.mkdtemp(prefix=f"ragft-tasks-{seed}-"))
-    env = {**os.environ, "RAGFT_PROFILE": profile, "RAGFT_SEED": str(seed), "RAGFT_CACHE_DIR": str(cache)}
-    models = Path(os.environ.get("RAGFT_CACHE_DIR", "")).expanduser() / "models"
-    if models.is_dir():  # reuse the converted model; everything else starts empty
-        (cache / "models").symlink_to(models, target_is_directory=True)
-    seconds, peak_gb, code, _ = run_notebook(NOTEBOOK, env, timeout)
-    saved = cache / "results" / f"tasks-{profile}.json"
-    row = {"seed": seed, "minutes": seconds / 60, "peak_gb": peak_gb, "passed": code == 0}
-    if saved.is_file():
-        data = json.loads(saved.read_text())
+    row = run_seed(NOTEBOOK, "tasks", seed, profile, timeout)
+    data = row.pop("saved")
+    if data is not None:
         table = {r["system"]: r for r in data["table"]}
         fine = {name: r for name, r in table.items() if name.startswith("fine-tuned")}
         best = max(fine, key=lambda name: fine[name]["macro_f1"])
