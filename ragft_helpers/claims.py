@@ -330,9 +330,12 @@ CLAIM_BY_NAME = {claim.name: claim for claim in CLAIMS}
 # The directions notebook 08 asserts at every profile, smoke (CI) included: claim -> the verdict
 # of the laptop reference run it follows (docs/results-laptop.md) or, for a claim measured since,
 # of three smoke seeds (benchmarks/README.md, "The claims over seeds"). Claims not listed are
-# shown with their verdict but not asserted: their direction does not hold reliably at CI budgets.
+# shown with their verdict but not asserted: "Fine-tuning may forget" goes one way at laptop
+# (+1.5% WikiText perplexity) and the other at smoke (-3.1%: 3,000 training tokens), and the two
+# creativity claims differ by less than their intervals at both.
 EXPECTED = {
     "RAG gives domain-specific answers": SUPPORTED,
+    "RAG reduces misleading answers": SUPPORTED,  # three smoke seeds (laptop: 6 answers only)
     "RAG depends on retrieval quality": SUPPORTED,
     "RAG adapts to evolving information": SUPPORTED,
     "RAG costs more at answer time": SUPPORTED,
