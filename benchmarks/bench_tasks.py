@@ -98,7 +98,7 @@ def main() -> int:
               "fine-tuned classifier's macro-F1 interval above zero-shot's; kNN handling the new "
               f"intent once indexed (recall interval clear of zero, asserted by the notebook) while the "
               f"old classifier cannot output {NEW_LABEL}; and the classifier trained too long "
-              "over-fitting, with early stopping giving the lower test loss. The recall target of {RECALL_TARGET} "
+              f"over-fitting, with early stopping giving the lower test loss. The recall target of {RECALL_TARGET} "
               f"(reported, not asserted) was met for {sum(met)} of {len(met)} seeds."]
     RESULTS.mkdir(exist_ok=True)
     target = RESULTS / f"tasks-{args.profile}-seeds.md"
