@@ -151,7 +151,8 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
         replies = answer_many([questions[n].question for n in asked], model=system.model,
                               tokenizer=system.tokenizer, collection=system.collection,
                               k=_k(system, settings), use_retrieval=system.retrieval,
-                              method=system.method, settings=settings, batch_size=settings.profile.answer_batch_size)
+                              method=system.method, settings=settings,
+                              batch_size=settings.profile.answer_batch_size)
         for n, reply in zip(asked, replies):
             question = questions[n]
             correct, abstained = judge(reply.text, question, abstained=reply.abstained)
@@ -201,7 +202,8 @@ def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, 
 def diversity(rows, n: int = 2, seed: int = 0) -> dict:
     """Distinct-n of each prompt's sampled answers (:func:`sampled_answers` rows), averaged over
     the prompts, with a bootstrap interval over prompts: ``value``, ``low``, ``high``, ``n``."""
-    per_prompt = [distinct_n(group["answer"].tolist(), n) for _, group in rows.groupby("prompt", sort=False)]
+    per_prompt = [distinct_n(group["answer"].tolist(), n)
+                  for _, group in rows.groupby("prompt", sort=False)]
     per_prompt = [value for value in per_prompt if value == value]  # prompts with an n-gram
     mean, low, high = bootstrap_ci(per_prompt, seed=seed)
     return {"value": mean, "low": low, "high": high, "n": len(per_prompt)}

@@ -3,8 +3,9 @@
 Four variants (notebook 05): full fine-tuning or LoRA, each on the articles alone or on the
 articles plus the question set's paraphrases (augmentation). A fifth, the control
 "kb-full-scratch" (notebook 08), trains the same architecture from random weights with kb-full's
-budget: what the pre-trained start is worth. :func:`ensure_variants` is the one entry point; it trains only the variants whose folder (keyed by the settings and data that
-produce them) is not saved yet in ``RAGFT_CACHE_DIR/finetuned/<profile>/``.
+budget: what the pre-trained start is worth. :func:`ensure_variants` is the one entry point; it
+trains only the variants whose folder (keyed by the settings and data that produce them) is not
+saved yet in ``RAGFT_CACHE_DIR/finetuned/<profile>/``.
 """
 from __future__ import annotations
 
