@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pandas as pd  # noqa: E402
 from bench_notebooks import ROOT, RESULTS, run_seed  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -32,15 +33,15 @@ def one_seed(seed: int, profile: str, timeout: int) -> dict:
     row = run_seed(NOTEBOOK, "showdown", seed, profile, timeout)
     data = row.pop("saved")
     row["claims"] = {c["claim"]: c for c in data["claims"]} if data else {}
+    row["table"] = pd.DataFrame(data["claims"]).set_index("claim") if data else None
     return row
 
 
-def held(claim: dict) -> bool | None:
-    """Whether the asserted direction held (None: not measured in this notebook)."""
-    if claim["verdict"] == claims.NOT_MEASURED:
+def held(table, name: str) -> bool | None:
+    """Whether claim ``name``'s asserted direction held (None: not measured in this notebook)."""
+    if table.loc[name, "verdict"] == claims.NOT_MEASURED:
         return None
-    direction = claim["direction"]
-    return direction is not None and bool(direction) == (claims.EXPECTED[claim["claim"]] == claims.SUPPORTED)
+    return claims.direction_holds(table, name)
 
 
 def main() -> int:
@@ -71,7 +72,7 @@ def main() -> int:
                 cells.append("no results")
                 continue
             if asserted:
-                ok = held(found)
+                ok = held(r["table"], claim.name)
                 if ok is False:
                     flipped.append((r["seed"], claim.name))
                 mark = {True: "held", False: "**FLIPPED**", None: "—"}[ok]
