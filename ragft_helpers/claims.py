@@ -64,6 +64,7 @@ class Claim:
     article: str  # the source article's words (near-duplicate wordings grouped)
     experiment: str  # what measures it
     judge: Callable[[Evidence], Finding]
+    notebook: str = "08"  # the notebook whose run measures it
 
 
 def compare_intervals(a: dict, b: dict) -> int:
@@ -289,7 +290,7 @@ CLAIMS = (
     Claim("Fine-tuning over-fits when trained too long",
           "fine-tuning may overfit if trained excessively; the fix: stop early, or regularise",
           "notebook 07: a classifier trained far too long, losses every epoch; early stopping judged "
-          "on test messages", overfits_when_overtrained),
+          "on test messages", overfits_when_overtrained, notebook="07"),
     Claim("Fine-tuning may forget",
           "fine-tuning may suffer catastrophic forgetting",
           "held-out WikiText perplexity before and after the knowledge fine-tune", forgetting),
@@ -297,11 +298,11 @@ CLAIMS = (
           "fine-tuning is ideal for a specific task: \"laser focus on a narrow use case\", "
           "\"text classification tasks like sentiment analysis or spam detection\"",
           "notebook 07: sorting customer messages, fine-tuned classifiers vs retrieval few-shot",
-          narrow_task),
+          narrow_task, notebook="07"),
     Claim("Retrieval adapts to a new task label",
           "RAG adapts without retraining (a new label, like new facts)",
           "notebook 07: recall on a new intent after indexing 10 examples, kNN vs the fine-tuned "
-          "classifier", new_label_without_retraining),
+          "classifier", new_label_without_retraining, notebook="07"),
     Claim("Fine-tuning builds on pre-training",
           "fine-tuning needs less data and compute than training from scratch, and depends on the "
           "quality of the pre-trained model",
@@ -317,7 +318,7 @@ CLAIMS = (
           "RAG may need additional training to use retrieval well; combining both approaches "
           "gives the best results",
           "notebook 06: a reader fine-tuned to read retrieved chunks (RAFT) vs the base reader",
-          combined),
+          combined, notebook="06"),
     Claim("RAG is more creative",
           "RAG \"can generate more creative\" responses",
           "distinct-2 over sampled answers to open prompts, with vs without retrieval", more_creative),
@@ -326,6 +327,8 @@ CLAIMS = (
           "the same measurement, read the other way", less_creative),
 )
 CLAIM_BY_NAME = {claim.name: claim for claim in CLAIMS}
+# Claims notebook 08 reads from another notebook's saved results: "not measured" until it ran.
+MEASURED_ELSEWHERE = frozenset(claim.name for claim in CLAIMS if claim.notebook != "08")
 
 # The directions notebook 08 asserts at every profile, smoke (CI) included: claim -> the verdict
 # of the laptop reference run it follows (docs/results-laptop.md) or, for a claim measured since,

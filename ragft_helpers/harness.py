@@ -8,7 +8,8 @@ from typing import Any, Callable, Sequence
 
 from ragft_helpers import score_cache
 from ragft_helpers.config import Settings
-from ragft_helpers.lm import generate
+from ragft_helpers.checkpoints import text_fingerprint
+from ragft_helpers.lm import generate, joined_text, perplexity
 from ragft_helpers.machine import PeakRSS, percentiles
 from ragft_helpers.qa import Question
 from ragft_helpers.rag import answer, answer_many, build_prompt, has_chat_template
@@ -181,10 +182,18 @@ def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, 
     """``samples`` answers (default: the profile's ``open_samples``) sampled for each prompt, with
     the system's retrieved chunks in the prompt for a retrieval system: one row per answer
     (``system``, ``prompt``, ``sample``, ``answer``). Sample ``i`` of every prompt uses the seed
-    ``settings.seed + i``, so every system draws with the same seeds."""
+    ``settings.seed + i``, so every system draws with the same seeds. The answers are saved
+    (:func:`~ragft_helpers.score_cache.reused`): a re-run reloads them."""
+    samples = samples or settings.profile.open_samples
+    return score_cache.reused(
+        f"sampled-{system.name}", settings,
+        lambda: _sampled_answers(system, prompts, settings, samples, temperature, top_p),
+        system=system, prompts=list(prompts), samples=samples, temperature=temperature, top_p=top_p)
+
+
+def _sampled_answers(system, prompts, settings, samples, temperature, top_p):
     import pandas as pd
 
-    samples = samples or settings.profile.open_samples
     rows = []
     for prompt in prompts:
         chunks = (retrieve(prompt, _k(system, settings), system.collection, settings=settings,
@@ -197,6 +206,25 @@ def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, 
                                    add_special_tokens=not has_chat_template(system.tokenizer))[0]
             rows.append({"system": system.name, "prompt": prompt, "sample": i, "answer": answer_text})
     return pd.DataFrame(rows, columns=["system", "prompt", "sample", "answer"])
+
+
+def perplexity_table(models: dict[str, Any], tokenizer, texts: dict[str, Any], settings: Settings):
+    """Each model's perplexity on each text (a string or a dataset split) with the profile's
+    budgets (``block_size`` windows, ``eval_stride``, ``eval_max_tokens``): one row per model, a
+    column per text. Saved (:func:`~ragft_helpers.score_cache.reused`): a re-run reloads it."""
+    import pandas as pd
+
+    p = settings.profile
+
+    def compute():
+        return pd.DataFrame([{"model": name, **{
+            column: perplexity(model, tokenizer, text, max_length=p.block_size, stride=p.eval_stride,
+                               max_tokens=p.eval_max_tokens, progress=False).perplexity
+            for column, text in texts.items()}} for name, model in models.items()]).set_index("model")
+
+    return score_cache.reused("perplexities", settings, compute, models=models, tokenizer=tokenizer,
+                              texts={column: text_fingerprint([joined_text(text)])
+                                     for column, text in texts.items()})
 
 
 def diversity(rows, n: int = 2, seed: int = 0) -> dict:

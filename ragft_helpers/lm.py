@@ -147,6 +147,56 @@ def _common_prefix(sequences: list[list[int]]) -> int:
     return shortest
 
 
+def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_length: int = 0):
+    """Run each of ``rows`` (token ids) through ``model`` on its own, then stack their keys and
+    values into one batch cache, left-padded: each row's at the end of the longest row's width,
+    zeros before it (the batch's attention mask hides them; positions count from each row's first
+    token, as they do alone). Returns ``(cache, logits)``: ``logits`` holds each row's
+    next-token logits (``None`` for an empty row).
+
+    A padded batch reads prompts of a few hundred tokens more slowly on a CPU than the same
+    prompts one by one (``benchmarks/bench_rag.py``); generating or scoring options afterwards
+    gains from the batch. ``prefix_cache`` holds the keys and values of the first
+    ``prefix_length`` tokens, which every row starts with: they are run once, not per row.
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    width = max(len(row) for row in rows)
+    layers: list[list[tuple]] = []  # per row: (keys, values) of every layer
+    logits = []
+    for row in rows:
+        cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else DynamicCache(config=model.config)
+        rest = row[prefix_length:]
+        if rest:
+            output = model(torch.tensor([rest], device=device), cache=cache, use_cache=True,
+                           logits_to_keep=1)
+            logits.append(output.logits[0, -1])
+            cache = output.cache
+        else:
+            logits.append(None)
+        layers.append([(keys, values) for keys, values, *_ in cache] if len(row) else [])
+    shape = next(row for row in layers if row)  # some row has tokens
+    stacked = DynamicCache(config=model.config)
+    for index in range(len(shape)):
+        sample_keys = shape[index][0]
+        keys, values = [], []
+        for row, states in zip(rows, layers):
+            if states:
+                row_keys, row_values = states[index]
+            else:  # an empty row: nothing but padding
+                row_keys = row_values = sample_keys.new_zeros(sample_keys[..., :0, :].shape)
+            padding = (0, 0, width - len(row), 0)  # before the row's positions
+            keys.append(F.pad(row_keys, padding))
+            values.append(F.pad(row_values, padding))
+        stacked.update(torch.cat(keys), torch.cat(values), index)
+    return stacked, logits
+
+
 def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: int,
                     stop: Callable[[str], bool] | None = None, add_special_tokens: bool = True,
                     batch_size: int = 1, prompt_lookup: int | None = None,
@@ -154,7 +204,8 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
     """Greedy continuations of ``prompts``, ``batch_size`` prompts per padded batch.
 
     Prompts are grouped by token length (longest first, so little padding is needed), padded on
-    the left with an attention mask, and returned in their given order. Each row ends on its own:
+    the left with an attention mask, and returned in their given order. Each prompt is read alone
+    and the batch then generates together (:func:`prefill_alone`). Each row ends on its own:
     at EOS, at ``max_new_tokens``, or once ``stop`` holds for its decoded continuation; a row that
     ended gets padding the model ignores, and the tokens after its end are dropped. The text is
     what :func:`generate` gives for the prompt alone (up to floating-point differences of padded
@@ -162,13 +213,11 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
 
     With ``share_prefix``, a beginning all the prompts share (at least
     :data:`MIN_SHARED_PREFIX` tokens, e.g. a fixed system prompt) is run once; its keys and
-    values are reused by every batch, with the padding placed after it. ``prompt_lookup`` (one
+    values are reused by every prompt. ``prompt_lookup`` (one
     prompt per batch only; no shared prefix then) proposes up to that many tokens copied from the
     prompt where its last words occur there (prompt lookup decoding) and checks them in one
     forward pass: the greedy choice is kept, so only the speed changes.
     """
-    import copy
-
     import torch
     from transformers import StoppingCriteriaList
 
@@ -202,18 +251,19 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                 prefix_ms = (time.perf_counter() - start) * 1000
             for begin in range(0, len(order), batch_size):
                 rows = order[begin:begin + batch_size]
-                rests = [encoded[i][shared:] for i in rows]
-                width = max(len(rest) for rest in rests)
-                head = encoded[rows[0]][:shared]
-                ids = torch.tensor([head + [pad] * (width - len(rest)) + rest for rest in rests],
+                width = max(len(encoded[i]) for i in rows)
+                ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows],
                                    device=device)
-                mask = torch.tensor([[1] * shared + [0] * (width - len(rest)) + [1] * len(rest)
-                                     for rest in rests], device=device)
-                if prefix_cache is not None:
-                    options["cache"] = copy.deepcopy(prefix_cache)
-                    options["cache"].batch_repeat_interleave(len(rows))
-                progress = _row_progress(tokenizer, shared + width, len(rows), stop, eos_ids)
+                mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i])
+                                     for i in rows], device=device)
                 start = time.perf_counter()
+                options.pop("cache", None)
+                if (len(rows) > 1 or prefix_cache is not None) and width > 1:
+                    # each prompt but its last token read alone, the batch then generates together
+                    options["cache"], _ = prefill_alone(model, [encoded[i][:-1] for i in rows],
+                                                        prefix_cache=prefix_cache,
+                                                        prefix_length=shared)
+                progress = _row_progress(tokenizer, width, len(rows), stop, eos_ids)
                 output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                         max_new_tokens=max_new_tokens, pad_token_id=pad,
                                         stopping_criteria=StoppingCriteriaList([progress]),
@@ -223,8 +273,8 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                 # the shared prefix ran once for all prompts: each batch is charged its share
                 prefill_ms = (first - start) * 1000 + prefix_ms * len(rows) / len(prompts)
                 for row, index in enumerate(rows):
-                    kept = progress.ended_at[row] or output.size(1) - shared - width
-                    new = output[row, shared + width:shared + width + kept]
+                    kept = progress.ended_at[row] or output.size(1) - width
+                    new = output[row, width:width + kept]
                     results[index] = Generation(
                         tokenizer.decode(new, skip_special_tokens=True), int(new.numel()),
                         prefill_ms, (end - first) * 1000, len(rows))
@@ -316,7 +366,8 @@ class PerplexityResult:
     n_windows: int  # forward passes
 
 
-def _joined_text(texts_or_dataset) -> str:
+def joined_text(texts_or_dataset) -> str:
+    """A text, a list of texts or a dataset's ``text`` column as one text (blank lines between)."""
     if isinstance(texts_or_dataset, str):
         return texts_or_dataset
     if hasattr(texts_or_dataset, "column_names"):
@@ -354,7 +405,7 @@ def perplexity(model, tokenizer, texts_or_dataset, *, max_length: int, stride: i
         raise ValueError(f"stride must be in 1..max_length ({max_length}), got {stride}")
     # verbose=False: no "longer than the maximum sequence length" warning; the windows keep each
     # forward pass within max_length.
-    input_ids = tokenizer(_joined_text(texts_or_dataset), return_tensors="pt", verbose=False).input_ids
+    input_ids = tokenizer(joined_text(texts_or_dataset), return_tensors="pt", verbose=False).input_ids
     if max_tokens is not None:
         input_ids = input_ids[:, :max_tokens]
     n_tokens = input_ids.size(1)

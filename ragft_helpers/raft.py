@@ -34,7 +34,8 @@ from ragft_helpers.retrieval import DEFAULT_METHOD, RetrievedChunk, retrieve
 from ragft_helpers.retrieval_metrics import is_relevant
 from ragft_helpers.scoring import contains_answer, normalise
 from ragft_helpers.store import build_index, open_collection
-from ragft_helpers.training import measured_train, training_arguments, training_spec
+from ragft_helpers.training import (TargetsOnlyCollator, measured_train, targets_only_loss,
+                                    training_arguments, training_spec)
 
 SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
@@ -302,8 +303,9 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
-                          processing_class=tokenizer)
+                          data_collator=TargetsOnlyCollator(
+                              DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)),
+                          compute_loss_func=targets_only_loss, processing_class=tokenizer)
         cost = measured_train(trainer)
     model.eval()
     run = RaftRun(name, lora, len(examples), sum(e.oracle for e in examples) / len(examples),

@@ -93,27 +93,57 @@ def system_fingerprint(system) -> dict[str, Any]:
     return {"type": type(system).__qualname__, **fields}
 
 
+def _key(spec: dict, settings: Settings) -> str:
+    """A hash of ``spec``, the settings (everything but where files live: the same scores wherever
+    the cache is) and this package's code."""
+    spec = {**spec,
+            "settings": {**{key: value for key, value in dataclasses.asdict(settings).items()
+                            if key not in ("cache_dir", "wikitext_dir", "chroma_url")},
+                         "as_of": settings.as_of or date.today()},
+            "code": code_fingerprint()}
+    text = json.dumps(spec, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def evaluation_key(system, items: Sequence[Any], settings: Settings, **options) -> str:
     """The key of scoring ``system`` (a dataclass) on ``items`` (questions or messages, also
     dataclasses) with ``settings`` and ``options``."""
-    spec = {
-        "system": system_fingerprint(system),
-        # everything but where files live: the same scores wherever the cache is
-        "settings": {**{key: value for key, value in dataclasses.asdict(settings).items()
-                        if key not in ("cache_dir", "wikitext_dir", "chroma_url")},
-                     "as_of": settings.as_of or date.today()},
-        "items": [dataclasses.asdict(item) for item in items],
-        "options": options,
-        "code": code_fingerprint(),
-    }
-    text = json.dumps(spec, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return _key({"system": system_fingerprint(system),
+                 "items": [dataclasses.asdict(item) for item in items], "options": options}, settings)
 
 
 def path_of(system, items: Sequence[Any], settings: Settings, **options) -> Path:
     """Where the result of scoring ``system`` on ``items`` (:func:`evaluation_key`) is saved."""
     key = evaluation_key(system, items, settings, **options)
     return settings.cache_dir / FOLDER / f"{slug(system.name)}-{key}.pkl"
+
+
+def _input_fingerprint(value) -> Any:
+    """What an input of :func:`reused` contributes to its key: items of a list or dict one by one, a
+    dataclass by its fields (:func:`system_fingerprint`), anything else by :func:`part_fingerprint`."""
+    if isinstance(value, (list, tuple)):
+        return [_input_fingerprint(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _input_fingerprint(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return system_fingerprint(value)
+    return part_fingerprint(value)
+
+
+def reused(name: str, settings: Settings, compute, **inputs):
+    """``compute()``, or the result an earlier call saved under the same key: ``name``, the
+    ``inputs`` (models and tokenizers by their content, messages and questions by their fields),
+    the settings and the code. For measurements a notebook repeats on every run (a training
+    curve, sampled answers, perplexities): a re-run reloads them."""
+    key = _key({"name": name, "inputs": {k: _input_fingerprint(v) for k, v in inputs.items()}},
+               settings)
+    path = settings.cache_dir / FOLDER / f"{slug(name)}-{key}.pkl"
+    earlier = load(path)
+    if earlier is not None:
+        return earlier
+    result = compute()
+    save(path, result)
+    return result
 
 
 def load(path: Path):

@@ -514,13 +514,25 @@ def overtraining_curve(train: Sequence[Ticket], validation: Sequence[Ticket], te
     nothing but stopping limits the training; ``weight_decay`` adds that regulariser. Early
     stopping is reading off the epoch of lowest validation loss (:func:`early_stopping`); the test
     loss says whether that choice was also better on messages it never saw. ``epochs``: default
-    the profile's ``task_overtrain_epochs``; ``base``: a ``(model, tokenizer)`` for tests."""
+    the profile's ``task_overtrain_epochs``; ``base``: a ``(model, tokenizer)`` for tests. The
+    curve is saved (:func:`~ragft_helpers.score_cache.reused`): a re-run reloads it, trains nothing."""
+    labels = list(labels)
+    epochs = epochs or settings.profile.task_overtrain_epochs
+    if base is not None:
+        return _overtraining_curve(train, validation, test, settings, epochs, weight_decay, labels, base)
+    source = _base(CLASSIFIERS["minilm"], settings)
+    return score_cache.reused(
+        "overtraining-curve", settings,
+        lambda: _overtraining_curve(train, validation, test, settings, epochs, weight_decay, labels),
+        train=list(train), validation=list(validation), test=list(test), epochs=epochs,
+        weight_decay=weight_decay, labels=labels, base=[source.name, str(source.location)])
+
+
+def _overtraining_curve(train, validation, test, settings, epochs, weight_decay, labels, base=None):
     import pandas as pd
     from transformers import DataCollatorWithPadding, Trainer
 
-    labels = list(labels)
     p = settings.profile
-    epochs = epochs or p.task_overtrain_epochs
     set_seed(settings.seed)
     model, tokenizer = base or _load_base(CLASSIFIERS["minilm"], labels, settings)
     tokenizer = ensure_pad_token(tokenizer)

@@ -68,6 +68,43 @@ def tokenize_and_group(dataset_dict, tokenizer, block_size: int, *, rows_are_doc
                          desc=f"Grouping into blocks of {block_size} tokens")
 
 
+# ---- loss on the target tokens only --------------------------------------------------------------
+# A prompt of a few hundred tokens followed by a one-sentence target (labels -100 on the prompt):
+# the vocabulary projection (about a fifth of SmolLM2's compute per token) and the softmax are
+# needed only where the next token is a target. The model keeps only those positions
+# (``logits_to_keep``, a boolean mask) and the loss is Trainer's cross-entropy over them.
+
+def target_positions(labels):
+    """Boolean mask of the positions whose next token carries a label (not -100)."""
+    import torch
+
+    scored = labels[:, 1:] != -100
+    return torch.cat([scored, torch.zeros_like(scored[:, :1])], dim=1)
+
+
+class TargetsOnlyCollator:
+    """Wraps a collator: each batch also holds ``logits_to_keep`` (:func:`target_positions`)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        batch["logits_to_keep"] = target_positions(batch["labels"])
+        return batch
+
+
+def targets_only_loss(outputs, labels, num_items_in_batch=None):
+    """``Trainer``'s ``compute_loss_func`` for :class:`TargetsOnlyCollator` batches: the mean
+    cross-entropy of the target tokens (over the whole accumulated batch when
+    ``num_items_in_batch`` is given), from logits computed at their positions only."""
+    import torch.nn.functional as F
+
+    targets = labels[:, 1:][labels[:, 1:] != -100]
+    loss = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else targets.numel())
+
+
 
 # ---- precision and arguments ---------------------------------------------------------------------
 

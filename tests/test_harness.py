@@ -283,8 +283,9 @@ def test_sampled_answers_use_each_seed_once_per_prompt_and_diversity_reads_them(
     prompts = ["the ferry leaves", "a ticket costs"]
     rows = harness.sampled_answers(system, prompts, settings, samples=3)
     assert list(rows.groupby("prompt", sort=False).size()) == [3, 3]
-    again = harness.sampled_answers(system, prompts, settings, samples=3)
-    assert rows["answer"].tolist() == again["answer"].tolist()  # seeded
+    elsewhere = replace(settings, cache_dir=settings.cache_dir / "elsewhere")  # nothing saved there
+    fresh = harness.sampled_answers(system, prompts, elsewhere, samples=3)
+    assert rows["answer"].tolist() == fresh["answer"].tolist()  # seeded: sampled again, the same
     repeated = pd.DataFrame({"prompt": ["p"] * 3, "answer": ["the ferry leaves at seven"] * 3})
     varied = pd.DataFrame({"prompt": ["p"] * 3, "answer": ["the ferry leaves at seven", "soup is sold "
                                                            "on board", "tickets cost four pounds"]})
@@ -311,3 +312,41 @@ def test_accuracy_table_and_plot_have_one_bar_per_system_and_metric(trained, tok
     assert list(table["metric"]) == ["mc", "mc_single-hop"] and (table["n"] == 1).all()
     ax = viz.plot_accuracy(table, ["tiny"])
     assert len(ax.patches) == 2
+
+
+def test_sampled_answers_and_perplexities_are_reloaded_and_redone_when_an_input_changes(
+        trained, tokenizer, settings, monkeypatch):
+    import copy
+
+    from ragft_helpers import lm
+
+    system = harness.System("tiny-sampled", trained, tokenizer)
+    texts = {"ferry": "the ferry leaves the harbour at seven and returns at nine .",
+             "market": "the island has a lighthouse , a school and a small market ."}
+    rows = harness.sampled_answers(system, ["the ferry leaves"], settings, samples=2)
+    table = harness.perplexity_table({"tiny": trained}, tokenizer, texts, settings)
+    expected = lm.perplexity(trained, tokenizer, texts["ferry"], max_length=settings.profile.block_size,
+                             stride=settings.profile.eval_stride,
+                             max_tokens=settings.profile.eval_max_tokens, progress=False).perplexity
+    assert table.loc["tiny", "ferry"] == pytest.approx(expected)
+
+    def computed_again(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(harness, "generate", computed_again)
+    monkeypatch.setattr(harness, "perplexity", computed_again)
+    pd.testing.assert_frame_equal(harness.sampled_answers(system, ["the ferry leaves"], settings,
+                                                          samples=2), rows)
+    pd.testing.assert_frame_equal(harness.perplexity_table({"tiny": trained}, tokenizer, texts,
+                                                           settings), table)
+    changed = copy.deepcopy(trained)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    for run in (lambda: harness.sampled_answers(harness.System("tiny-sampled", changed, tokenizer),
+                                                ["the ferry leaves"], settings, samples=2),
+                lambda: harness.sampled_answers(system, ["a ticket costs"], settings, samples=2),
+                lambda: harness.perplexity_table({"tiny": changed}, tokenizer, texts, settings),
+                lambda: harness.perplexity_table({"tiny": trained}, tokenizer,
+                                                 {**texts, "ferry": "the ferry is late ."}, settings)):
+        with pytest.raises(AssertionError, match="computed again"):
+            run()

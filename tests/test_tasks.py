@@ -284,6 +284,27 @@ def test_overtraining_records_every_epoch_and_early_stopping_reads_the_best_one(
     assert stop["validation_best"] < stop["validation_last"] and stop["test_best"] < stop["test_last"]
 
 
+def test_the_overtraining_curve_is_saved_so_a_rerun_trains_nothing(tmp_path, monkeypatch):
+    trained = []
+
+    def train(*args, **kwargs):
+        trained.append(args)
+        return pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "validation_loss": [0.9, 1.1],
+                             "test_loss": [0.8, 1.0]})
+
+    monkeypatch.setattr(tasks, "_overtraining_curve", train)
+    monkeypatch.setattr(tasks, "_base", lambda kind, settings: SimpleNamespace(name="encoder", location="here"))
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path)})
+    messages = [ticket(f"p{i}", f"my dog number {i}", "pets", i) for i in range(3)]
+    first = tasks.overtraining_curve(messages, messages[:1], messages[1:], settings)
+    again = tasks.overtraining_curve(messages, messages[:1], messages[1:], settings)
+    assert len(trained) == 1
+    pd.testing.assert_frame_equal(again, first)
+    tasks.overtraining_curve(messages[:2], messages[:1], messages[1:], settings)  # other messages
+    tasks.overtraining_curve(messages, messages[:1], messages[1:], settings, epochs=3)
+    assert len(trained) == 3
+
+
 def test_training_refuses_labels_it_was_not_given(smoke):
     with pytest.raises(ValueError, match="not in"):
         tasks.train_classifier("minilm", [ticket("a", "x", "pets")], ["refund"], smoke, base=(None, None))

@@ -316,6 +316,40 @@ def test_micro_batches_accumulate_to_the_same_update(tokenizer, settings, lm_dat
     assert torch.allclose(weights["micro"] - start, step, atol=1e-6, rtol=1e-3)
 
 
+def test_the_targets_only_loss_takes_the_step_the_full_loss_takes(tokenizer, settings, tmp_path):
+    """Prompt + target examples (labels -100 on the prompt), one SGD step in two micro-batches:
+    logits kept at the target positions only (TargetsOnlyCollator + targets_only_loss) land on
+    the weights the model's own loss over all logits gives, and the kept logits are far fewer."""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    ids = [tokenizer(sentence)["input_ids"] for sentence in SENTENCES * 2]
+    rows = [{"input_ids": prompt + target, "attention_mask": [1] * len(prompt + target),
+             "labels": [-100] * len(prompt) + target}
+            for prompt, target in zip(ids, [ids[1][:3], ids[2][:2], ids[0][:4]] * 2)]
+    dataset = Dataset.from_list(rows)
+    run_settings = replace(settings, precision="fp32",
+                           profile=replace(settings.profile, train_batch_size=6, micro_batch_size=3))
+    collate = DataCollatorForSeq2Seq(lm.ensure_pad_token(tokenizer), label_pad_token_id=-100)
+    batch = training.TargetsOnlyCollator(collate)(rows[:3])
+    assert batch["logits_to_keep"].sum() == 3 + 2 + 4  # one position per target token
+    assert batch["logits_to_keep"].sum() < batch["attention_mask"].sum() / 3
+    no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    start = torch.cat([p.detach().flatten() for p in tiny_model(tokenizer).parameters()])
+    weights = {}
+    for name, options in {"all logits": {"data_collator": collate},
+                          "targets only": {"data_collator": training.TargetsOnlyCollator(collate),
+                                           "compute_loss_func": training.targets_only_loss}}.items():
+        model = tiny_model(tokenizer, **no_dropout)
+        args = training.training_arguments(run_settings, tmp_path / name, max_steps=1, optim="sgd",
+                                           eval_strategy="no", eval_on_start=False,
+                                           save_strategy="no", warmup_steps=0, disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=dataset, **options).train()
+        weights[name] = torch.cat([p.detach().flatten() for p in model.parameters()]) - start
+    assert weights["all logits"].abs().max() > 1e-4
+    assert torch.allclose(weights["targets only"], weights["all logits"], atol=1e-6, rtol=1e-3)
+
+
 def test_micro_batch_must_divide_the_batch():
     with pytest.raises(ValueError, match="multiple of micro_batch_size"):
         replace(PROFILES["smoke"], train_batch_size=4, micro_batch_size=3)
