@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ragft_helpers.lm import pad_token_id, prefill_alone
+from ragft_helpers.lm import pad_token_id
 from ragft_helpers.qa import Question
 
 _ABSTENTION = re.compile(
@@ -134,10 +134,9 @@ def choose_option(model, tokenizer, prompt: str, options: Sequence[str], *,
     return max(range(n), key=scores.__getitem__), scores
 
 
-# Padded prompt tokens per group of choose_options: the keys and values its options pass attends
-# to (about 46 kB a token for SmolLM2-135M). The prompts are read one by one, so padding costs
-# only that memory and the options pass's attention over it.
-CHOICE_BATCH_TOKENS = 4096
+# Padded prompt tokens per forward pass of choose_options: on a CPU a pass of a few hundred tokens
+# already keeps the cores busy, so longer prompts gain nothing from sharing one and padding costs.
+CHOICE_BATCH_TOKENS = 512
 
 
 def _prompt_batches(lengths: list[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
@@ -161,13 +160,13 @@ def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]],
     item, in order.
 
     Prompts are grouped by token length, up to ``batch_size`` per group and ``batch_tokens``
-    tokens once padded (:data:`CHOICE_BATCH_TOKENS`; a longer prompt runs alone). Each prompt of
-    a group is read alone, which gives its keys and values and the log-probabilities of each
-    option's first token; they are stacked, padded on the left (:func:`~ragft_helpers.lm.prefill_alone`).
-    Then every option of every prompt in the group runs as one batch on those keys and values
-    (attention mask, positions counted from each prompt's first token; right-padded, each
-    option's tokens at the positions after its prompt). The scores are :func:`choose_option`'s,
-    up to floating-point differences of padded batches.
+    tokens once padded (:data:`CHOICE_BATCH_TOKENS`; a longer prompt runs alone). Each group runs
+    in one forward pass, padded on the left (attention mask, positions counted from each
+    prompt's first token), which gives the prompts' keys and values and the log-probabilities of
+    each option's first token. Then every option of every prompt in the group runs as one batch
+    on those keys and values (right-padded, each option's tokens at the positions after its
+    prompt). The scores are :func:`choose_option`'s, up to floating-point differences of padded
+    batches.
     """
     import torch
 
@@ -186,10 +185,13 @@ def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]],
         with torch.inference_mode():
             for rows in _prompt_batches([len(p) for p in prompts], batch_size, batch_tokens):
                 width = max(len(prompts[i]) for i in rows)
+                ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in rows],
+                                   device=device)
                 mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i])
                                      for i in rows], device=device)
-                cache, last = prefill_alone(model, [prompts[i] for i in rows])
-                first = torch.stack(last).float().log_softmax(-1)  # each option's first token
+                head = model(ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                             use_cache=True, logits_to_keep=1)
+                first = head.logits[:, -1].float().log_softmax(-1)  # each option's first token
                 totals = [[first[row, ids_[0]].item() for ids_ in options[i]]
                           for row, i in enumerate(rows)]
                 n = max(len(options[i]) for i in rows)
@@ -197,6 +199,7 @@ def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]],
                 chosen = [options[i][j] if j < len(options[i]) else [pad] for i in rows for j in range(n)]
                 span = max(len(c) for c in chosen)
                 if span > 1:  # one-token options are scored by the first pass alone
+                    cache = head.cache
                     cache.batch_repeat_interleave(n)
                     batch = torch.tensor([c + [pad] * (span - len(c)) for c in chosen], device=device)
                     option_mask = torch.tensor([[1] * len(c) + [0] * (span - len(c)) for c in chosen],
