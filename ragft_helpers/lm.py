@@ -151,12 +151,10 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
     """Run each of ``rows`` (token ids) through ``model`` on its own, then stack their keys and
     values into one batch cache, left-padded: each row's at the end of the longest row's width,
     zeros before it (the batch's attention mask hides them; positions count from each row's first
-    token, as they do alone). Returns ``(cache, logits)``: ``logits`` holds each row's
-    next-token logits (``None`` for an empty row).
+    token, as they do alone). Returns that cache.
 
     A padded batch reads prompts of a few hundred tokens more slowly on a CPU than the same
-    prompts one by one (``benchmarks/bench_rag.py``); generating or scoring options afterwards
-    gains from the batch. ``prefix_cache`` holds the keys and values of the first
+    prompts one by one; generating afterwards gains from the batch. ``prefix_cache`` holds the keys and values of the first
     ``prefix_length`` tokens, which every row starts with: they are run once, not per row.
     """
     import copy
@@ -168,17 +166,12 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
     device = next(model.parameters()).device
     width = max(len(row) for row in rows)
     layers: list[list[tuple]] = []  # per row: (keys, values) of every layer
-    logits = []
     for row in rows:
         cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else DynamicCache(config=model.config)
         rest = row[prefix_length:]
         if rest:
-            output = model(torch.tensor([rest], device=device), cache=cache, use_cache=True,
-                           logits_to_keep=1)
-            logits.append(output.logits[0, -1])
-            cache = output.cache
-        else:
-            logits.append(None)
+            cache = model(torch.tensor([rest], device=device), cache=cache, use_cache=True,
+                          logits_to_keep=1).cache
         layers.append([(keys, values) for keys, values, *_ in cache] if len(row) else [])
     shape = next(row for row in layers if row)  # some row has tokens
     stacked = DynamicCache(config=model.config)
@@ -194,7 +187,7 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
             keys.append(F.pad(row_keys, padding))
             values.append(F.pad(row_values, padding))
         stacked.update(torch.cat(keys), torch.cat(values), index)
-    return stacked, logits
+    return stacked
 
 
 def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: int,
@@ -260,9 +253,9 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                 options.pop("cache", None)
                 if (len(rows) > 1 or prefix_cache is not None) and width > 1:
                     # each prompt but its last token read alone, the batch then generates together
-                    options["cache"], _ = prefill_alone(model, [encoded[i][:-1] for i in rows],
-                                                        prefix_cache=prefix_cache,
-                                                        prefix_length=shared)
+                    options["cache"] = prefill_alone(model, [encoded[i][:-1] for i in rows],
+                                                    prefix_cache=prefix_cache,
+                                                    prefix_length=shared)
                 progress = _row_progress(tokenizer, width, len(rows), stop, eos_ids)
                 output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                         max_new_tokens=max_new_tokens, pad_token_id=pad,
