@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import errno
 import importlib.util
+import os
 import shutil
 import tempfile
 import time
@@ -167,6 +168,14 @@ def convert_gguf_checkpoint(gguf_file: Path, target: Path) -> Path:
 DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
 
 
+def _is_disk_full(err: Exception) -> bool:
+    """An ``OSError`` with a disk-full errno, or another library's error that quotes one."""
+    if isinstance(err, OSError):
+        return err.errno in DISK_FULL_ERRNOS
+    text = str(err)
+    return any(os.strerror(number) in text or f"os error {number}" in text for number in DISK_FULL_ERRNOS)
+
+
 def _megabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:,.0f} MB"
 
@@ -187,14 +196,14 @@ def save_checkpoint(model, tokenizer, target: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
-    except OSError as err:
-        if err.errno not in DISK_FULL_ERRNOS:
+    except Exception as err:  # safetensors reports a full disk as its own error, not an OSError
+        if not _is_disk_full(err):
             raise
         shutil.rmtree(staging, ignore_errors=True)  # before measuring: the partial files count
         free = _megabytes(shutil.disk_usage(target.parent).free)
         kept = " The previous copy there is untouched." if (target / "config.json").is_file() else ""
         raise AssetError(
-            f"Disk full while saving the model to {target} ({err.strerror or err}); {free} free in "
+            f"Disk full while saving the model to {target} ({getattr(err, 'strerror', None) or err}); {free} free in "
             f"{target.parent}.{kept} Free some disk space there, or set RAGFT_CACHE_DIR to a folder "
             "on a disk with more room."
         ) from err

@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 from ragft_helpers.config import Settings
@@ -19,6 +20,9 @@ from ragft_helpers.machine import PeakRSS, cpu_has_native_bf16, cpu_threads, tor
 from ragft_helpers.wikitext import article_title
 
 STATE_FILE = "trainer_state.json"  # what Trainer writes into every checkpoint folder
+# What Trainer adds to a checkpoint only to resume mid-run: the optimizer's moments (twice the
+# model's size for AdamW), the scheduler, the loss scaler and the random-number states.
+RESUME_ONLY_FILES = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state*.pth")
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
     the profile's ``optimizer`` replaces Trainer's default AdamW when set.
     Precision: :func:`mixed_precision` of ``settings.precision`` (``RAGFT_PRECISION``). On the CPU torch
     uses :func:`cpu_threads` threads. The validation loss is measured before the first step and every
-    ``eval_steps``; a checkpoint is saved at each evaluation, and the last two are kept.
+    ``eval_steps``; a checkpoint is saved at each evaluation, and only the last is kept.
     """
     import torch
     from transformers import TrainingArguments
@@ -181,7 +185,7 @@ def training_arguments(settings: Settings, output_dir: str | os.PathLike, **over
         logging_first_step=True,
         save_strategy="steps",
         save_steps=eval_steps,
-        save_total_limit=2,
+        save_total_limit=1,
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -313,7 +317,8 @@ def train(trainer, resume: bool = True):
 
     When that checkpoint already reached ``max_steps``, its weights and state are loaded and
     nothing is trained (``Trainer`` itself would take one more step past the end);
-    ``training_loss`` is then the mean of the logged train losses. Afterwards the model computes
+    ``training_loss`` is then the mean of the logged train losses. Once a run reaches
+    ``max_steps`` its checkpoint keeps only the weights and the log (see :data:`RESUME_ONLY_FILES`). Afterwards the model computes
     in fp32 whatever precision it trained in (:func:`train_and_restore_fp32`).
     """
     from transformers import TrainerState
@@ -322,17 +327,38 @@ def train(trainer, resume: bool = True):
     output_dir = trainer.args.output_dir
     checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
     if not checkpoint:
-        return train_and_restore_fp32(trainer)
-    state = TrainerState.load_from_json(os.path.join(checkpoint, STATE_FILE))
-    if state.global_step >= trainer.args.max_steps:
-        print(f"Training already finished: loading {checkpoint}")
-        _load_finished_weights(trainer.model, checkpoint)
-        trainer.state = state
-        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-        return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
-    print(f"Resuming from {checkpoint}")
-    trainer.args.eval_on_start = False  # the checkpoint's history already has that evaluation
-    return train_and_restore_fp32(trainer, resume_from_checkpoint=checkpoint)
+        output = train_and_restore_fp32(trainer)
+    else:
+        state = TrainerState.load_from_json(os.path.join(checkpoint, STATE_FILE))
+        if state.global_step >= trainer.args.max_steps:
+            print(f"Training already finished: loading {checkpoint}")
+            _load_finished_weights(trainer.model, checkpoint)
+            trainer.state = state
+            losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+            return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
+        if not any(Path(checkpoint).glob("optimizer.*")):
+            print(f"Continuing the finished run in {checkpoint} with a fresh optimizer and schedule "
+                  "(their state is dropped when a run finishes)")
+        else:
+            print(f"Resuming from {checkpoint}")
+        trainer.args.eval_on_start = False  # the checkpoint's history already has that evaluation
+        output = train_and_restore_fp32(trainer, resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step >= trainer.args.max_steps:
+        _drop_resume_state(output_dir)
+    return output
+
+
+def _drop_resume_state(output_dir: str | os.PathLike) -> int:
+    """Delete what only a mid-run resume needs (:data:`RESUME_ONLY_FILES`) from the checkpoints in
+    ``output_dir``; return the bytes freed. A finished run keeps its weights and log, enough for
+    :func:`train` to reload it; the optimizer's state alone is twice the model's size."""
+    freed = 0
+    for checkpoint in Path(output_dir).glob("checkpoint-*"):
+        for pattern in RESUME_ONLY_FILES:
+            for path in checkpoint.glob(pattern):
+                freed += path.stat().st_size
+                path.unlink()
+    return freed
 
 
 def log_history_frame(trainer):

@@ -212,6 +212,21 @@ def test_a_full_disk_on_the_first_save_leaves_nothing_behind(tmp_path, monkeypat
     assert list(target.parent.iterdir()) == []
 
 
+def test_a_full_disk_reported_by_safetensors_names_the_fix(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    target = tmp_path / "finetuned" / "tiny"
+    model, tokenizer = _tiny_pair()
+
+    def fail(directory, *args, **kwargs):  # the text safetensors gives for a full disk
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(model, "save_pretrained", fail)
+    with pytest.raises(assets.AssetError, match="Disk full.*RAGFT_CACHE_DIR"):
+        assets.save_checkpoint(model, tokenizer, target)
+    assert list(target.parent.iterdir()) == []
+
+
 def test_other_write_errors_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
     target = tmp_path / "finetuned" / "tiny"
     model, tokenizer = _tiny_pair()

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from ragft_helpers import checkpoints, finetune_wikitext, lm, machine, training, viz
 from ragft_helpers.assets import AssetError
@@ -195,20 +196,42 @@ def test_training_lowers_the_loss_and_the_validation_perplexity(tokenizer, setti
     assert [line.get_label() for line in ax.get_lines()] == ["train loss", "validation loss"]
 
 
-def test_train_resumes_from_the_last_checkpoint(tokenizer, settings, lm_datasets, tmp_path, capsys):
+class StopAt(TrainerCallback):
+    """Stops training after ``step``, as an interrupted run would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step >= self.step
+
+
+def test_train_resumes_an_interrupted_run_from_its_last_checkpoint(tokenizer, settings, lm_datasets,
+                                                                   tmp_path, capsys):
     run_dir = tmp_path / "run"
-    options = dict(eval_steps=5, logging_steps=5, disable_tqdm=True)
+    options = dict(max_steps=14, eval_steps=5, logging_steps=5, disable_tqdm=True)
     first = training.build_trainer(tiny_model(tokenizer), tokenizer, lm_datasets, settings, run_dir,
-                                   max_steps=10, **options)
+                                   **options)
+    first.add_callback(StopAt(10))
     assert training.train(first).global_step == 10
-    assert (run_dir / "checkpoint-10").is_dir()
+    assert (run_dir / "checkpoint-10" / "optimizer.pt").is_file()  # unfinished: resumable
     second = training.build_trainer(tiny_model(tokenizer, seed=1), tokenizer, lm_datasets, settings,
-                                    run_dir, max_steps=14, **options)
+                                    run_dir, **options)
     assert training.train(second).global_step == 14
     assert f"Resuming from {run_dir / 'checkpoint-10'}" in capsys.readouterr().out
     history = training.log_history_frame(second)
     assert history["step"].tolist()[:3] == [0, 1, 5]  # the first run's log is kept
     assert history.loc[history["eval_loss"].notna(), "step"].tolist() == [0, 5, 10, 14]
+    # Finished: one checkpoint is left, holding the weights and the log but no optimizer state.
+    assert [path.name for path in run_dir.glob("checkpoint-*")] == ["checkpoint-14"]
+    assert {path.name for path in (run_dir / "checkpoint-14").iterdir()} >= {
+        "model.safetensors", training.STATE_FILE}
+    assert not any((run_dir / "checkpoint-14").glob("optimizer.*"))
+    assert not any((run_dir / "checkpoint-14").glob("rng_state*"))
+    third = training.build_trainer(tiny_model(tokenizer), tokenizer, lm_datasets, settings, run_dir,
+                                   **dict(options, max_steps=16))
+    assert training.train(third).global_step == 16
+    assert "with a fresh optimizer" in capsys.readouterr().out
 
 
 def test_train_reloads_a_finished_run_without_training(tokenizer, settings, lm_datasets, tmp_path,
