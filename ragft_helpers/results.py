@@ -116,13 +116,22 @@ def load_reference(profile: str, reference_dir: Path | None = None) -> dict | No
 
 
 def saved_documents(settings, results_dir: Path | None = None) -> dict[str, dict]:
-    """This profile's saved results (stem -> document) of the notebooks that have run."""
+    """This profile's saved results (stem -> document) of the notebooks that have run with the same
+    seed and model as ``settings``. A document from another seed or model is left out, and a line
+    says which notebook to run again."""
     found = {}
     for stem in NOTEBOOKS:
         try:
-            found[stem] = load_results(settings, results_dir, stem)
+            document = load_results(settings, results_dir, stem)
         except FileNotFoundError:
             continue
+        ran = document.get("settings", {})
+        if (ran.get("seed"), ran.get("model")) != (settings.seed, settings.model):
+            print(f"Results of notebook {NOTEBOOKS[stem]} left out: they ran with seed {ran.get('seed')} "
+                  f"and model {ran.get('model')}, not seed {settings.seed} and model {settings.model}. "
+                  f"Run notebook {NOTEBOOKS[stem]} with these settings to use them.")
+            continue
+        found[stem] = document
     return found
 
 

@@ -69,6 +69,18 @@ def test_the_doctor_reports_the_saved_run_against_the_reference(tmp_path):
     assert "docs/results-smoke.md" in check.fix and "RAGFT_MODEL" in check.fix
 
 
+def test_saved_documents_leave_out_another_seed_or_model(tmp_path, capsys):
+    settings = replace(get_settings({"RAGFT_CACHE_DIR": str(tmp_path / "cache")}), profile=get_profile("smoke"))
+    results.save_results(_showdown(0.7), settings, results_dir=tmp_path)
+    results.save_results(_raft(0.4), replace(settings, seed=settings.seed + 1), results_dir=tmp_path, stem="raft")
+    results.save_results(_tasks(0.8), replace(settings, model="gpt2-medium"), results_dir=tmp_path, stem="tasks")
+    assert list(results.saved_documents(settings, tmp_path)) == ["showdown"]
+    said = capsys.readouterr().out
+    assert f"notebook 06 left out: they ran with seed {settings.seed + 1}" in said
+    assert "Results of notebook 07 left out" in said and "model gpt2-medium" in said
+    assert list(results.saved_documents(replace(settings, seed=settings.seed + 1), tmp_path)) == ["raft"]
+
+
 def test_a_missing_results_file_names_the_notebook_that_saves_it(tmp_path):
     settings = get_settings()
     for stem, notebook in results.NOTEBOOKS.items():
