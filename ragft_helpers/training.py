@@ -332,6 +332,8 @@ def train(trainer, resume: bool = True):
         state = TrainerState.load_from_json(os.path.join(checkpoint, STATE_FILE))
         if state.global_step >= trainer.args.max_steps:
             print(f"Training already finished: loading {checkpoint}")
+            if trainer.is_world_process_zero():
+                _keep_finished_checkpoint(output_dir, checkpoint)
             _load_finished_weights(trainer.model, checkpoint)
             trainer.state = state
             losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
@@ -343,22 +345,24 @@ def train(trainer, resume: bool = True):
             print(f"Resuming from {checkpoint}")
         trainer.args.eval_on_start = False  # the checkpoint's history already has that evaluation
         output = train_and_restore_fp32(trainer, resume_from_checkpoint=checkpoint)
-    if trainer.state.global_step >= trainer.args.max_steps:
-        _drop_resume_state(output_dir)
+    if trainer.state.global_step >= trainer.args.max_steps and trainer.is_world_process_zero():
+        _keep_finished_checkpoint(output_dir, get_last_checkpoint(output_dir))
     return output
 
 
-def _drop_resume_state(output_dir: str | os.PathLike) -> int:
-    """Delete what only a mid-run resume needs (:data:`RESUME_ONLY_FILES`) from the checkpoints in
-    ``output_dir``; return the bytes freed. A finished run keeps its weights and log, enough for
-    :func:`train` to reload it; the optimizer's state alone is twice the model's size."""
-    freed = 0
+def _keep_finished_checkpoint(output_dir: str | os.PathLike, last: str) -> None:
+    """A finished run keeps only its ``last`` checkpoint, without what only a mid-run resume needs
+    (:data:`RESUME_ONLY_FILES`): the weights and the log are enough for :func:`train` to reload
+    it, and the optimizer's state alone is twice the model's size."""
+    import shutil
+
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
+        if checkpoint.name != Path(last).name:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # an older run's (two were kept before)
+            continue
         for pattern in RESUME_ONLY_FILES:
             for path in checkpoint.glob(pattern):
-                freed += path.stat().st_size
-                path.unlink()
-    return freed
+                path.unlink(missing_ok=True)
 
 
 def log_history_frame(trainer):

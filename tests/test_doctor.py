@@ -26,6 +26,16 @@ def test_a_cuda_torch_without_a_gpu_gets_the_cpu_index():
     assert doctor.torch_build_check("2.13.0+cpu", None, gpu_visible=False).value == "2.13.0+cpu, CPU-only"
 
 
+def test_the_cache_folder_needs_room_for_what_is_still_to_be_written(tmp_path):
+    first_run = doctor.FIRST_RUN_CACHE_GB
+    empty = doctor.cache_space_check(tmp_path, free_gb=first_run - 1, used_gb=0.0)
+    assert not empty.ok and "free 1.0 GB more" in empty.fix and "RAGFT_CACHE_DIR" in empty.fix
+    assert doctor.cache_space_check(tmp_path, free_gb=first_run + 0.1, used_gb=0.0).ok
+    # A folder that already holds the first run's models needs room only for scores.
+    assert doctor.cache_space_check(tmp_path, free_gb=doctor.MIN_FREE_GB, used_gb=first_run).ok
+    assert not doctor.cache_space_check(tmp_path, free_gb=doctor.MIN_FREE_GB / 2, used_gb=first_run).ok
+
+
 def test_little_free_memory_is_advice_not_a_failure():
     low = doctor.memory_check(8.0, 2.0)
     assert low.ok and "Shut Down Kernel" in low.fix and "2.0 GB available" in low.value

@@ -121,7 +121,7 @@ def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
     assert (args.max_steps, args.eval_steps, args.logging_steps) == \
         (profile.train_max_steps, profile.eval_steps, max(1, profile.eval_steps // 2))
     assert args.lr_scheduler_type == "cosine" and isinstance(args.warmup_steps, int)
-    assert args.save_total_limit == 2 and args.seed == 42 and args.dataloader_num_workers == 0
+    assert args.save_total_limit == 1 and args.seed == 42 and args.dataloader_num_workers == 0
     if machine.torch_device() == "cpu":
         assert args.use_cpu and not args.fp16 and args.bf16 == training.cpu_has_native_bf16()
         assert torch.get_num_threads() == 1  # OMP_NUM_THREADS from the fixture
@@ -243,8 +243,11 @@ def test_train_reloads_a_finished_run_without_training(tokenizer, settings, lm_d
     training.train(first)
     reloaded = tiny_model(tokenizer, seed=1)
     second = training.build_trainer(reloaded, tokenizer, lm_datasets, settings, run_dir, **options)
+    (run_dir / "checkpoint-3").mkdir()  # an earlier checkpoint left by an older version
+    second.save_model(run_dir / "checkpoint-3")
     output = training.train(second)
     assert "Training already finished" in capsys.readouterr().out
+    assert [path.name for path in run_dir.glob("checkpoint-*")] == ["checkpoint-6"]
     assert output.global_step == 6 and not (run_dir / "checkpoint-7").exists()
     for name, weights in trained.state_dict().items():
         assert torch.equal(weights, reloaded.state_dict()[name]), name

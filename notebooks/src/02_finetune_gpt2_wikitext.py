@@ -156,7 +156,7 @@ print(f"freed the base model ({base_name}) before training")
 # %% [markdown]
 # ## Step 5 — Fine-tune with the profile's budget
 # `finetune_on_wikitext` loads a fresh copy of the model, builds the `Trainer` (cosine schedule,
-# evaluation every `eval_steps`, checkpoints with `save_total_limit=2`) and trains with a progress
+# evaluation every `eval_steps`, checkpoints with `save_total_limit=1`) and trains with a progress
 # bar. Checkpoints live in the cache folder: a
 # re-run of this notebook resumes from the last one instead of starting over.
 
@@ -294,7 +294,8 @@ runtime
 #    but the validation loss to end *higher* than with the default rate: steps that large
 #    overshoot.
 # 3. Open the run folder, `run.trainer.args.output_dir`. What does its `settings.json` record,
-#    and which checkpoints are kept? (Expect the last two, `save_total_limit=2`.)
+#    and which checkpoints are kept? (Expect only the last, `save_total_limit=1`, without the
+#    optimizer state once the run has finished.)
 # 4. The perplexity in step 6 uses the base model's tokenizer. Why must before and after be
 #    measured on exactly the same tokens?
 # 5. Prompt the fine-tuned model about a ferry company that does not exist:

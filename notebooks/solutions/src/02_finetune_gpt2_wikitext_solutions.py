@@ -123,17 +123,23 @@ pd.Series(recorded, name="settings.json").to_frame()
 profile = settings.profile
 saved_steps = list(range(profile.eval_steps, profile.train_max_steps + 1, profile.eval_steps))
 # Checkpoints: settings.json records exactly what the folder's key is made of (the training
-# budgets, the base model and the data), and only the last two checkpoints are kept.
+# budgets, the base model and the data), and only the last checkpoint is kept, without the
+# optimizer's state once training has finished.
 assert recorded == json.loads(json.dumps(finetune_wikitext.run_spec(settings, *run.provenance), default=str))
-assert kept == [f"checkpoint-{step}" for step in saved_steps[-2:]]
-assert run.trainer.args.save_total_limit == 2
+assert kept == [f"checkpoint-{saved_steps[-1]}"]
+assert run.trainer.args.save_total_limit == 1
+assert not any((folder / kept[-1]).glob("optimizer.*"))
 
 # %% [markdown]
 # `settings.json` records the training budgets (steps, batch and block size, learning rate,
 # optimiser, warm-up, the cap on training text), the seed, and the base model and data set with
 # where each came from; the folder name ends in a hash of exactly these, so a change to any of
 # them trains in a new folder. A checkpoint is saved at every evaluation (every `eval_steps`);
-# `save_total_limit=2` deletes all but the last two.
+# `save_total_limit=1` deletes all but the last. While a run is unfinished that checkpoint holds
+# everything needed to resume (the optimizer's moments, the schedule, the random-number states);
+# once the run reaches its last step those are deleted (`training.RESUME_ONLY_FILES`): the weights
+# and the log are all a re-run needs to reload it, and AdamW's moments alone are twice the model's
+# size.
 
 # %% [markdown]
 # ## Exercise 4 — Why the same tokens before and after
