@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from itertools import chain
@@ -317,9 +318,10 @@ def train(trainer, resume: bool = True):
 
     When that checkpoint already reached ``max_steps``, its weights and state are loaded and
     nothing is trained (``Trainer`` itself would take one more step past the end);
-    ``training_loss`` is then the mean of the logged train losses. Once a run reaches
-    ``max_steps`` its checkpoint keeps only the weights and the log (see :data:`RESUME_ONLY_FILES`). Afterwards the model computes
-    in fp32 whatever precision it trained in (:func:`train_and_restore_fp32`).
+    ``training_loss`` is then the mean of the logged train losses. A run that reached
+    ``max_steps`` keeps only its last checkpoint, with the weights and the log but none of
+    :data:`RESUME_ONLY_FILES`. Afterwards the model computes in fp32 whatever precision it trained
+    in (:func:`train_and_restore_fp32`).
     """
     from transformers import TrainerState
     from transformers.trainer_utils import TrainOutput, get_last_checkpoint
@@ -354,8 +356,6 @@ def _keep_finished_checkpoint(output_dir: str | os.PathLike, last: str) -> None:
     """A finished run keeps only its ``last`` checkpoint, without what only a mid-run resume needs
     (:data:`RESUME_ONLY_FILES`): the weights and the log are enough for :func:`train` to reload
     it, and the optimizer's state alone is twice the model's size."""
-    import shutil
-
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         if checkpoint.name != Path(last).name:
             shutil.rmtree(checkpoint, ignore_errors=True)  # an older run's (two were kept before)
