@@ -128,48 +128,73 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
 
     With ``reuse``, a result saved by an earlier call with the same model weights, index,
     settings and questions is reloaded instead (``reloaded`` is then true, and its times and
-    memory are those measured then; :mod:`score_cache`); ``reuse=False`` always scores.
+    memory are those measured then; :mod:`score_cache`). Otherwise only the rows no earlier call
+    scored for this system (whatever its name; ``k=None`` and the profile's ``rag_k`` alike) are
+    scored: ``seconds`` then adds up what every row cost when it was scored, and
+    ``peak_memory_mb`` is this call's (the rows' when it scored none: resident memory belongs to
+    a process, not to a row). ``reuse=False`` always scores everything.
     """
     import pandas as pd
 
     free_ids = {q.id for q in (questions if free_form is None else free_form)}
-    saved = None
+    kept: dict = {}  # (question key, "mc" | "free") -> (row values, seconds, peak MB)
+    saved = kept_path = None
     if reuse:
-        saved = score_cache.path_of(system, questions, settings, free_form=sorted(free_ids),
+        fingerprint = score_cache.system_fingerprint(
+            replace(system, k=_k(system, settings) if system.retrieval else None))
+        saved = score_cache.path_of(system, questions, settings, fingerprint=fingerprint,
+                                    free_form=sorted(free_ids),
                                     multiple_choice_too=multiple_choice_too)
         earlier = score_cache.load(saved)
         if earlier is not None:
             return replace(earlier, reloaded=True)
-    rows = [{"system": system.name, "id": q.id, "type": q.type, "question": q.question,
-             "expected": q.answer} for q in questions]
-    start = time.perf_counter()
+        kept_path = score_cache.rows_path(fingerprint, settings)
+        kept = score_cache.load(kept_path) or {}
+    keys = [score_cache.item_key(q) for q in questions]
+    chosen = [n for n, q in enumerate(questions) if q.answerable and multiple_choice_too]
+    asked = [n for n, q in enumerate(questions) if q.id in free_ids]
+    to_choose = [n for n in chosen if (keys[n], "mc") not in kept]
+    to_ask = [n for n in asked if (keys[n], "free") not in kept]
+    new: dict = {}
     with PeakRSS() as memory:
-        scored = [n for n, q in enumerate(questions) if q.answerable and multiple_choice_too]
-        choices = multiple_choice_many(system, [questions[n] for n in scored], settings)
-        for n, choice in zip(scored, choices):
-            rows[n].update(choice)
-        asked = [n for n, q in enumerate(questions) if q.id in free_ids]
-        replies = answer_many([questions[n].question for n in asked], model=system.model,
+        start = time.perf_counter()
+        choices = multiple_choice_many(system, [questions[n] for n in to_choose],
+                                       settings) if to_choose else []
+        share = (time.perf_counter() - start) / max(1, len(to_choose))
+        for n, choice in zip(to_choose, choices):
+            new[(keys[n], "mc")] = (choice, share)
+        replies = answer_many([questions[n].question for n in to_ask], model=system.model,
                               tokenizer=system.tokenizer, collection=system.collection,
                               k=_k(system, settings), use_retrieval=system.retrieval,
                               method=system.method, settings=settings,
-                              batch_size=settings.profile.answer_batch_size)
-        for n, reply in zip(asked, replies):
+                              batch_size=settings.profile.answer_batch_size) if to_ask else []
+        for n, reply in zip(to_ask, replies):
             question = questions[n]
             correct, abstained = judge(reply.text, question, abstained=reply.abstained)
-            rows[n].update({
+            new[(keys[n], "free")] = ({
                 "answer": reply.text, "abstained": abstained, "correct": correct,
                 "hallucinated": not question.answerable and not abstained,
                 "seconds": reply.total_ms / 1000, "retrieval_s": reply.retrieval_ms / 1000,
                 "prefill_s": reply.prefill_ms / 1000, "decode_s": reply.decode_ms / 1000,
-                "sources": [c.label for c in reply.sources]})
+                "sources": [c.label for c in reply.sources]}, reply.total_ms / 1000)
+    kept.update({key: (values, seconds, memory.peak_mb) for key, (values, seconds) in new.items()})
+    if kept_path is not None and new:
+        score_cache.save(kept_path, kept)
+    rows = [{"system": system.name, "id": q.id, "type": q.type, "question": q.question,
+             "expected": q.answer} for q in questions]
+    used = [(n, (keys[n], "mc")) for n in chosen] + [(n, (keys[n], "free")) for n in asked]
+    for n, key in used:
+        rows[n].update(kept[key][0])
     frame = pd.DataFrame(rows)
     for column, kind in (("mc_correct", "boolean"), ("context_relevant", "boolean"),
                          ("correct", "boolean"),
                          ("abstained", "boolean"), ("hallucinated", "boolean"), ("seconds", float),
                          ("retrieval_s", float), ("prefill_s", float), ("decode_s", float)):
         frame[column] = frame[column].astype(kind) if column in frame else pd.Series(dtype=kind)
-    result = SystemResult(system.name, frame, memory.peak_mb, time.perf_counter() - start)
+    costs = [kept[key] for _, key in used]
+    peak_mb = memory.peak_mb if new else max((peak for _, _, peak in costs), default=memory.peak_mb)
+    result = SystemResult(system.name, frame, peak_mb, sum(seconds for _, seconds, _ in costs),
+                          reloaded=bool(used) and not new)
     if saved is not None:
         score_cache.save(saved, result)
     return result

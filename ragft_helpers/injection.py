@@ -23,6 +23,7 @@ from ragft_helpers.checkpoints import (keyed_dir, load_saved, peft_deprecation_h
 from ragft_helpers.config import KNOWLEDGE_DIR, Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
 from ragft_helpers.lm import ensure_pad_token
+from ragft_helpers.machine import release_freed_memory
 from ragft_helpers.qa import Question, load_questions
 from ragft_helpers.scoring import normalise
 from ragft_helpers.training import (build_trainer, measured_train, tokenize_and_group, training_spec,
@@ -247,6 +248,8 @@ def ensure_variants(settings: Settings | None = None, names: Sequence[str] | Non
             continue
         model, tokenizer, run = train_variant(variant, texts, settings)
         save_variant(model, tokenizer, run, folder, variant_spec(variant, texts, settings))
+        del model
+        release_freed_memory()  # before the next variant trains: load_variant brings it back
         print(f"{variant.name}: {run.steps} steps in {run.train_seconds:.0f} s, "
               f"final loss {run.final_loss:.3f}")
         runs.append(run)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ragft_helpers import score_cache
 from ragft_helpers.assets import (AssetError, ResolvedModel, causal_lm_candidates, load_causal_lm,
                                   save_checkpoint)
 from ragft_helpers.checkpoints import keyed_dir, load_saved, text_fingerprint, write_settings
@@ -28,6 +29,7 @@ from ragft_helpers.config import DATA_DIR, KNOWLEDGE_DIR, QUESTIONS_FILE, Settin
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.injection import wrap_lora
 from ragft_helpers.lm import ensure_pad_token
+from ragft_helpers.machine import release_freed_memory
 from ragft_helpers.qa import Question
 from ragft_helpers.rag import ABSTAIN_TEXT, build_prompt, has_chat_template
 from ragft_helpers.retrieval import DEFAULT_METHOD, RetrievedChunk, retrieve
@@ -315,10 +317,16 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
 
 
 def training_examples(settings: Settings, tokenizer, questions: Sequence[Question]) -> list[RaftExample]:
-    """The RAFT examples of the train questions, leak-free, from the train-article index."""
-    train, test = split_questions(questions)
-    return build_examples(train, train_collection(settings), tokenizer, settings,
-                          held_out_questions=test)
+    """The RAFT examples of the train questions, leak-free, from the train-article index. Saved
+    (:func:`~ragft_helpers.score_cache.reused`, keyed by the questions, the split, the index and the
+    tokenizer): a re-run reloads them instead of retrieving for every phrasing again."""
+    held_out = test_articles()
+    train, test = split_questions(questions, held_out)
+    collection = train_collection(settings)
+    return score_cache.reused(
+        "raft-examples", settings,
+        lambda: build_examples(train, collection, tokenizer, settings, held_out_questions=test),
+        questions=list(questions), held_out=sorted(held_out), index=collection, tokenizer=tokenizer)
 
 
 def reader_run(name: str, settings: Settings) -> RaftRun | None:
@@ -344,6 +352,8 @@ def ensure_reader(settings: Settings | None, name: str, questions: Sequence[Ques
     save_checkpoint(model, tokenizer, folder)
     (folder / RUN_FILE).write_text(json.dumps(asdict(run), indent=2), encoding="utf-8")
     write_settings(folder, reader_spec(name, settings))
+    del model, base
+    release_freed_memory()  # the trained copy and its optimiser: load_reader brings it back
     print(f"{name}: {run.steps} steps on {run.examples} examples in {run.train_seconds:.0f} s, "
           f"loss {run.first_loss:.3f} → {run.final_loss:.3f}")
     return run

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ragft_helpers.config import Settings
+from ragft_helpers import score_cache
+from ragft_helpers.config import Settings, get_settings
 from ragft_helpers.corpus import chunk_documents
 from ragft_helpers.qa import Question
 from ragft_helpers.retrieval import DEFAULT_METHOD, METHODS, retrieve
-from ragft_helpers.store import build_index, open_collection
+from ragft_helpers.store import build_index, open_collection, shared_embedding_model
 
 
 def is_relevant(metadata: dict, question: Question) -> bool:
@@ -50,7 +51,18 @@ def retrieval_ranks(questions: Sequence[Question], collection, k: int = 5, *,
 def method_comparison(questions: Sequence[Question], collection, *, methods: Sequence[str] = METHODS,
                       ks: Sequence[int] = (1, 3, 5), settings: Settings | None = None):
     """hit@k and MRR for each retrieval method on the canonical questions and on their variants:
-    one row per (method, phrasing), plus the per-question ranks for a closer look."""
+    one row per (method, phrasing), plus the per-question ranks for a closer look. Saved
+    (:func:`~ragft_helpers.score_cache.reused`, keyed by the index's content, the questions and
+    the embedding model): a re-run reloads both tables."""
+    settings = settings or get_settings()
+    return score_cache.reused(
+        "method-comparison", settings,
+        lambda: _method_comparison(questions, collection, methods, ks, settings),
+        questions=list(questions), index=collection, methods=list(methods), ks=list(ks),
+        embedder=shared_embedding_model())
+
+
+def _method_comparison(questions, collection, methods, ks, settings):
     import pandas as pd
 
     rows, ranks = [], []
@@ -83,11 +95,23 @@ def retrieval_quality(ranks, ks: Sequence[int] = (1, 3, 5)):
 
 def chunk_size_sweep(documents, questions: Sequence[Question], sizes: Sequence[int], *,
                      ks: Sequence[int] = (1, 3, 5), overlap_ratio: float = 0.2,
-                     overlap: int | None = None):
+                     overlap: int | None = None, settings: Settings | None = None):
     """Retrieval quality for each chunk size, each in its own throw-away in-memory index.
 
     Chunks overlap by ``overlap`` words when given (e.g. 0), else by ``overlap_ratio`` of the size.
+    The table is saved (:func:`~ragft_helpers.score_cache.reused`, keyed by the documents' text,
+    the questions and the embedding model): a re-run reloads it instead of embedding again.
     """
+    settings = settings or get_settings()
+    return score_cache.reused(
+        "chunk-size-sweep", settings,
+        lambda: _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap),
+        documents=[(d.source, d.title, d.text) for d in documents], questions=list(questions),
+        sizes=list(sizes), ks=list(ks), overlap_ratio=overlap_ratio, overlap=overlap,
+        embedder=shared_embedding_model())
+
+
+def _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap):
     import uuid
 
     import chromadb

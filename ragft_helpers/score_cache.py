@@ -105,17 +105,35 @@ def _key(spec: dict, settings: Settings) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def evaluation_key(system, items: Sequence[Any], settings: Settings, **options) -> str:
+def evaluation_key(system, items: Sequence[Any], settings: Settings, *,
+                   fingerprint: dict | None = None, **options) -> str:
     """The key of scoring ``system`` (a dataclass) on ``items`` (questions or messages, also
-    dataclasses) with ``settings`` and ``options``."""
-    return _key({"system": system_fingerprint(system),
+    dataclasses) with ``settings`` and ``options``. ``fingerprint``: the system's
+    :func:`system_fingerprint`, when the caller has it already (hashing a model takes a moment)."""
+    return _key({"system": fingerprint or system_fingerprint(system),
                  "items": [dataclasses.asdict(item) for item in items], "options": options}, settings)
 
 
-def path_of(system, items: Sequence[Any], settings: Settings, **options) -> Path:
+def path_of(system, items: Sequence[Any], settings: Settings, *, fingerprint: dict | None = None,
+            **options) -> Path:
     """Where the result of scoring ``system`` on ``items`` (:func:`evaluation_key`) is saved."""
-    key = evaluation_key(system, items, settings, **options)
+    key = evaluation_key(system, items, settings, fingerprint=fingerprint, **options)
     return settings.cache_dir / FOLDER / f"{slug(system.name)}-{key}.pkl"
+
+
+def rows_path(fingerprint: dict, settings: Settings) -> Path:
+    """Where the rows scored by a system are kept, one per item and part (:func:`item_key`),
+    whatever the system is called and whichever items were scored with them: a later call on
+    other items, a subset or a superset, scores only the rows not kept yet. ``fingerprint``: the
+    system's :func:`system_fingerprint`; its name is left out of the key."""
+    fields = {name: value for name, value in fingerprint.items() if name != "name"}
+    return settings.cache_dir / FOLDER / f"rows-{_key({'rows': fields}, settings)}.pkl"
+
+
+def item_key(item) -> str:
+    """A hash of every field of ``item`` (a question or a message dataclass)."""
+    text = json.dumps(dataclasses.asdict(item), sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _input_fingerprint(value) -> Any:

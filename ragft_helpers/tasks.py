@@ -35,7 +35,7 @@ from ragft_helpers.checkpoints import keyed_dir, peft_deprecation_hidden, text_f
 from ragft_helpers.config import DATA_DIR, Settings, get_settings, set_seed
 from ragft_helpers.harness import bootstrap_ci
 from ragft_helpers.lm import ensure_pad_token
-from ragft_helpers.machine import percentiles
+from ragft_helpers.machine import percentiles, release_freed_memory
 from ragft_helpers.rag import as_data, fit_question, has_chat_template
 from ragft_helpers.scoring import choose_option, encode_prefix
 from ragft_helpers.store import open_collection
@@ -589,6 +589,8 @@ def ensure_classifier(kind_name: str, train: Sequence[Ticket], settings: Setting
     target = save_checkpoint(model, tokenizer, folder)
     (target / RUN_FILE).write_text(json.dumps(asdict(run), indent=2), encoding="utf-8")
     write_settings(target, classifier_spec(kind_name, train, labels, settings))
+    del model
+    release_freed_memory()  # the trained copy and its optimiser: load_classifier brings it back
     return run
 
 

@@ -155,17 +155,55 @@ def test_a_second_scoring_of_the_same_system_is_reloaded_not_recomputed(trained,
     again = harness.evaluate_system(system, questions, settings)
     assert again.reloaded and again.seconds == first.seconds
     pd.testing.assert_frame_equal(again.rows, first.rows)
-    # anything that changes a score scores again: the weights, the questions, or reuse=False
+    # anything that changes a score scores again: the weights, a new question, the settings, or
+    # reuse=False
     changed = copy.deepcopy(trained)
     with torch.no_grad():
         next(changed.parameters()).view(-1)[0] += 1e-3
     for run in (lambda: harness.evaluate_system(harness.System("tiny-reload", changed, tokenizer),
                                                 questions, settings),
-                lambda: harness.evaluate_system(system, questions[:1], settings),
+                lambda: harness.evaluate_system(system, [*questions, _q("r3")], settings),
                 lambda: harness.evaluate_system(system, questions, settings.with_budgets(rag_k=5)),
                 lambda: harness.evaluate_system(system, questions, settings, reuse=False)):
         with pytest.raises(AssertionError, match="scored again"):
             run()
+
+
+def test_rows_scored_before_are_reused_by_a_call_on_other_questions_or_under_another_name(
+        trained, tokenizer, settings, monkeypatch, tmp_path):
+    questions = [_q("s1"), _q("s2", question="the ferry returns at", answer="nine"),
+                 _q("s3", "unanswerable", answer=None)]
+    system = harness.System("tiny-rows", trained, tokenizer)
+    first = harness.evaluate_system(system, questions[:2], settings)
+    asked = []
+
+    def counting(texts, **kwargs):
+        asked.extend(texts)
+        return real_answer_many(texts, **kwargs)
+
+    real_answer_many = harness.answer_many
+    monkeypatch.setattr(harness, "answer_many", counting)
+    # a superset under another name: only the new question is answered, the rest are the rows
+    # scored before, and the costs add up over every row
+    wider = harness.evaluate_system(replace(system, name="renamed"), questions, settings)
+    assert asked == [questions[2].question] and not wider.reloaded
+    pd.testing.assert_frame_equal(wider.rows.iloc[:2].drop(columns="system"),
+                                  first.rows.drop(columns="system"), check_dtype=False)
+    assert wider.seconds > first.seconds
+    # a subset, multiple choice only: nothing scored at all
+    asked.clear()
+    only_choices = harness.evaluate_system(system, questions[1:2], settings, free_form=[])
+    assert asked == [] and only_choices.reloaded
+    assert only_choices.rows["mc_correct"].tolist() == first.rows["mc_correct"].tolist()[1:]
+    # a retrieval system's k=None and the profile's rag_k are the same system
+    (tmp_path / "a.md").write_text("# A\n\n## Times\n\nThe ferry leaves the harbour at seven.\n")
+    index = store.open_collection(settings, name="rows-k")
+    store.index_folder(tmp_path, index, progress=False)
+    default_k = harness.System("k", trained, tokenizer, retrieval=True, collection=index)
+    harness.evaluate_system(default_k, questions[:1], settings)
+    asked.clear()
+    explicit = harness.evaluate_system(replace(default_k, k=settings.profile.rag_k), questions[:1], settings)
+    assert asked == [] and explicit.reloaded
 
 
 def test_the_index_fingerprint_changes_with_any_chunk():

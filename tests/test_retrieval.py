@@ -267,3 +267,34 @@ def test_an_article_no_notice_names_is_untouched(with_notices):
         top = labels(retrieval.retrieve(carnet, 3, collection, settings=settings, as_of="2026-01-01",
                                         supersede=mode))
         assert top[0] == "fares.md > Fares > Ten-Journey Carnets"  # the unchanged section stays first
+
+
+def test_the_method_comparison_and_the_chunk_size_sweep_are_reloaded_until_an_input_changes(
+        indexed, settings, tmp_path, monkeypatch):
+    from ragft_helpers import corpus, retrieval_metrics
+    from ragft_helpers.qa import Question
+
+    collection, folder = indexed
+    questions = [Question("r1", "How are claims made?", "QX-7 form", ("claims form?",), ("a", "b", "c"),
+                          (("forms.md", "Paperwork"),), "single-hop", ())]
+    documents = corpus.load_documents(folder)
+    comparison, ranks = retrieval_metrics.method_comparison(questions, collection, settings=settings)
+    sweep = retrieval_metrics.chunk_size_sweep(documents, questions, (20, 60), settings=settings)
+    assert set(comparison["method"]) == set(retrieval.METHODS) and list(sweep["chunk size (words)"]) == [20, 60]
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(retrieval_metrics, "_method_comparison", measured_again)
+    monkeypatch.setattr(retrieval_metrics, "_chunk_size_sweep", measured_again)
+    again, _ = retrieval_metrics.method_comparison(questions, collection, settings=settings)
+    assert again.equals(comparison)
+    assert retrieval_metrics.chunk_size_sweep(documents, questions, (20, 60), settings=settings).equals(sweep)
+    edited = [documents[0].__class__(**{**vars(documents[0]), "text": documents[0].text + " More."}),
+              *documents[1:]]
+    for run in (lambda: retrieval_metrics.method_comparison(questions, collection, ks=(1, 2), settings=settings),
+                lambda: retrieval_metrics.chunk_size_sweep(edited, questions, (20, 60), settings=settings),
+                lambda: retrieval_metrics.chunk_size_sweep(documents, questions, (20, 60), overlap=0,
+                                                           settings=settings)):
+        with pytest.raises(AssertionError, match="measured again"):
+            run()

@@ -12,15 +12,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ragft_helpers"
 LAYERS = [
     ["config", "hub", "machine"],  # settings and the machine; no ragft_helpers imports
     ["server", "assets", "wikitext"],  # where things come from
+    # folders keyed by settings; finished work (scores, examples, tables) saved under a key of
+    # what it depends on
+    ["checkpoints", "score_cache"],
     ["corpus", "qa", "lm"],  # documents and chunks, the question set, language-model basics
     ["lexical", "fusion"],  # the BM25 index beside Chroma; fusing dense and BM25 scores
     ["scoring", "store"],  # the scoring rules; the Chroma index
     ["retrieval", "retrieval_metrics"],
     ["rag", "chat"],
-    ["training", "checkpoints"],
+    ["training"],
     ["finetune_wikitext", "pitfalls", "injection"],
     ["raft"],  # retrieval-augmented fine-tuning: readers trained on retrieved contexts
-    ["score_cache"],  # finished scoring saved under a key of what it depends on
     ["harness", "results", "claims"],
     ["tasks"],  # task classification: zero-shot, few-shot, kNN and fine-tuned classifiers
     ["viz", "widgets"],

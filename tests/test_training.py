@@ -1,6 +1,9 @@
 """Fine-tuning on a tiny GPT-2: data, precision, Trainer, resume, keyed run folders, perplexity, generation."""
+import json
 import math
 import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -111,6 +114,34 @@ def test_cpu_threads_follow_omp_num_threads(monkeypatch):
     assert machine.cpu_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= machine.cpu_threads() <= (os.cpu_count() or 1)
+
+
+RETAINED_AFTER_TRAINING = """
+import json, psutil, torch
+from ragft_helpers import machine
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+start = rss()
+model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(8)])
+optimiser = torch.optim.AdamW(model.parameters())
+for _ in range(5):
+    model(torch.randn(2048, 512)).square().mean().backward()
+    optimiser.step()
+    optimiser.zero_grad()
+trained = rss()
+del model, optimiser
+held = rss()
+machine.release_freed_memory()
+print(json.dumps({"grew": trained - start, "held": held - start, "after": rss() - start}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_memory_freed_after_training_goes_back_to_the_system():
+    # in a fresh process: what the allocator holds depends on everything run before
+    measured = json.loads(subprocess.run([sys.executable, "-c", RETAINED_AFTER_TRAINING],
+                                         capture_output=True, text=True, check=True).stdout)
+    assert measured["held"] > 0.5 * measured["grew"], measured  # freed, yet still resident
+    assert measured["held"] - measured["after"] > 0.25 * measured["grew"], measured
 
 
 def test_training_arguments_for_the_smoke_profile_on_cpu(tmp_path):
