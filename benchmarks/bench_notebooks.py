@@ -5,7 +5,8 @@
 
 Peak memory is the largest resident set (RSS) of the kernel process tree, sampled every 0.2 s.
 Writes benchmarks/results/notebooks-<profile>.md, with each notebook's slowest cells (from the
-execution timestamps nbclient records) to show where the time goes.
+execution timestamps nbclient records) to show where the time goes, and the cell during which
+each notebook's memory peaked (the samples taken between that cell's timestamps).
 """
 from __future__ import annotations
 
@@ -45,39 +46,45 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def cell_seconds(executed: Path) -> list[tuple[float, str]]:
-    """(seconds, first source line) of each code cell of an executed notebook."""
+def _timestamp(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def cell_seconds(executed: Path, samples: list[tuple[float, int]] = ()) -> list[tuple[float, str, float]]:
+    """(seconds, first source line, peak GB) of each code cell of an executed notebook; the peak
+    is the largest of ``samples`` ((Unix time, RSS bytes)) taken while the cell ran (0 if none)."""
     cells = []
     for cell in json.loads(executed.read_text())["cells"]:
         stamps = cell.get("metadata", {}).get("execution", {})
         start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
         if cell["cell_type"] != "code" or not (start and end):
             continue
-        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
-                   - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        start, end = _timestamp(start), _timestamp(end)
+        peak = max((rss for at, rss in samples if start <= at <= end), default=0)
         source = "".join(cell["source"]).strip().splitlines()
-        cells.append((seconds, source[0][:70] if source else ""))
+        cells.append((end - start, source[0][:70] if source else "", peak / 2**30))
     return cells
 
 
 def run_notebook(path: Path, env: dict[str, str], timeout: int) -> tuple[float, float, int, list]:
-    """(seconds, peak GB, exit code, per-cell seconds) of one nbconvert execution."""
+    """(seconds, peak GB, exit code, per-cell (seconds, first line, peak GB)) of one nbconvert
+    execution."""
     out_dir = Path(tempfile.mkdtemp(prefix="ragft-bench-"))
     command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
                f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", str(out_dir), str(path)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watched = psutil.Process(process.pid)
-    peak = 0
+    samples = []
     while process.poll() is None:
-        peak = max(peak, tree_rss(watched))
+        samples.append((time.time(), tree_rss(watched)))
         time.sleep(0.2)
     seconds = time.perf_counter() - start
     if process.returncode:
         print(process.stderr.read().decode()[-2000:], file=sys.stderr)
     executed = out_dir / path.name
-    cells = cell_seconds(executed) if executed.exists() else []
-    return seconds, peak / 2**30, process.returncode, cells
+    cells = cell_seconds(executed, samples) if executed.exists() else []
+    return seconds, max((rss for _, rss in samples), default=0) / 2**30, process.returncode, cells
 
 
 def run_seed(path: Path, stem: str, seed: int, profile: str, timeout: int) -> dict:
@@ -147,8 +154,14 @@ def main() -> int:
     lines += ["", "Where the time goes: each notebook's slowest cells.", "",
               "| notebook | cell starts with | seconds |", "| --- | --- | ---: |"]
     for name, *_, cells in rows:
-        for seconds, first_line in sorted(cells, reverse=True)[:SLOWEST_CELLS]:
+        for seconds, first_line, _ in sorted(cells, reverse=True)[:SLOWEST_CELLS]:
             lines.append(f"| {name[:2]} | `{first_line.replace('|', '/')}` | {seconds:.0f} |")
+    lines += ["", "Where the memory peaks: the cell during which each notebook's RSS was largest.", "",
+              "| notebook | cell starts with | peak RSS (GB) |", "| --- | --- | ---: |"]
+    for name, *_, cells in rows:
+        if cells:
+            _, first_line, peak_gb = max(cells, key=lambda cell: cell[2])
+            lines.append(f"| {name[:2]} | `{first_line.replace('|', '/')}` | {peak_gb:.2f} |")
     RESULTS.mkdir(exist_ok=True)
     suffix = "-".join(args.numbers)
     target = RESULTS / f"notebooks-{args.profile}{'-' + suffix if suffix else ''}.md"

@@ -82,3 +82,23 @@ def test_markdown_and_chart(tmp_path):
     png = tmp_path / "chart.png"
     report.chart(stages, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_cell_gets_its_seconds_and_the_peak_memory_sampled_while_it_ran(tmp_path):
+    import json
+
+    import bench_notebooks
+
+    def cell(source, start, end):
+        return {"cell_type": "code", "source": source, "metadata": {"execution": {
+            "iopub.execute_input": f"2026-01-01T00:00:{start:02d}.000000Z",
+            "shell.execute_reply": f"2026-01-01T00:00:{end:02d}.000000Z"}}}
+
+    executed = tmp_path / "run.ipynb"
+    executed.write_text(json.dumps({"cells": [
+        cell("load()\nmore", 0, 10), {"cell_type": "markdown", "source": "text", "metadata": {}},
+        cell("train()", 10, 40), cell("x = 1", 41, 42)]}))
+    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
+    samples = [(t0 + 5, 1 * 2**30), (t0 + 20, 3 * 2**30), (t0 + 39, 2 * 2**30), (t0 + 50, 5 * 2**30)]
+    cells = bench_notebooks.cell_seconds(executed, samples)
+    assert cells == [(10.0, "load()", 1.0), (30.0, "train()", 3.0), (1.0, "x = 1", 0.0)]

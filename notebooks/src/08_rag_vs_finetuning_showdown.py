@@ -113,8 +113,9 @@ assert max(abs(a - b) for a, b in zip(by_hand, scores)) < 1e-3
 # %% [markdown]
 # Now every system on the whole sample, with the one harness. Scoring takes minutes; a system
 # scored before with the same weights, index, settings and questions is reloaded from
-# `RAGFT_CACHE_DIR/scores/` instead (a re-run of this notebook takes seconds here). Anything that
-# changes a score — retraining, re-indexing, another profile or seed — scores again.
+# `RAGFT_CACHE_DIR/scores/` instead (a re-run of this notebook takes seconds here), and a question
+# an earlier notebook already put to the same model, index and settings is not asked again.
+# Anything that changes a score — retraining, re-indexing, another profile or seed — scores again.
 
 # %%
 system_results = []
