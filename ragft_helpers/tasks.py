@@ -22,7 +22,7 @@ import math
 import random
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,14 +219,21 @@ class ZeroShot:
         return Prediction(self.labels[index], dict(zip(self.labels, scores)), examples)
 
 
+def label_condition(labels: Sequence[str], per_label: int | None = None) -> dict:
+    """Chroma's ``where`` for the indexed messages of ``labels``, the first ``per_label`` of each
+    (all when None)."""
+    condition: dict = {"label": {"$in": list(labels)}}
+    if per_label is not None:
+        condition = {"$and": [condition, {"shot": {"$lt": per_label}}]}
+    return condition
+
+
 def neighbours(collection, text: str, k: int, labels: Sequence[str],
                per_label: int | None = None) -> list[tuple[Ticket, float]]:
     """The ``k`` indexed training messages most similar to ``text`` (cosine), best first, among
     ``labels`` and the first ``per_label`` messages of each (all when None)."""
-    condition: dict = {"label": {"$in": list(labels)}}
-    if per_label is not None:
-        condition = {"$and": [condition, {"shot": {"$lt": per_label}}]}
-    result = collection.query(query_texts=[check_message(text)], n_results=k, where=condition,
+    result = collection.query(query_texts=[check_message(text)], n_results=k,
+                              where=label_condition(labels, per_label),
                               include=["documents", "metadatas", "distances"])
     return [(Ticket(id_, document, meta["label"], "train", int(meta["shot"])), 1.0 - distance)
             for id_, document, meta, distance in zip(result["ids"][0], result["documents"][0],
@@ -250,19 +257,39 @@ class FewShot(ZeroShot):
 
 @dataclass
 class KNN:
-    """The intent with the largest summed similarity among the ``k`` nearest labelled messages."""
+    """The intent with the largest summed similarity among the ``k`` nearest labelled messages.
+
+    ``balanced``: each intent's sum is divided by how many of its messages the index holds, so an
+    intent with 10 examples is not outvoted by intents with 60 just by their number (a uniform
+    prior over intents). With as many messages for every intent it changes nothing."""
 
     collection: Any
     labels: Sequence[str] = ORIGINAL_LABELS
     k: int = 10
     per_label: int | None = None
+    balanced: bool = True
     name: str = "kNN"
+
+    def __post_init__(self):
+        self._counts: tuple[int, Counter] | None = None  # (index size, messages per label)
+
+    def label_counts(self) -> Counter:
+        """How many indexed messages of each label can vote; counted again when the index's size
+        changes."""
+        size = self.collection.count()
+        if self._counts is None or self._counts[0] != size:
+            found = self.collection.get(where=label_condition(self.labels, self.per_label),
+                                        include=["metadatas"])
+            self._counts = (size, Counter(meta["label"] for meta in found["metadatas"]))
+        return self._counts[1]
 
     def predict(self, text: str) -> Prediction:
         found = neighbours(self.collection, text, self.k, self.labels, self.per_label)
+        counts = self.label_counts() if self.balanced else None
         votes = dict.fromkeys(self.labels, 0.0)
         for ticket, similarity in found:
-            votes[ticket.label] += max(similarity, 0.0)
+            weight = 1.0 / max(counts[ticket.label], 1) if counts is not None else 1.0
+            votes[ticket.label] += max(similarity, 0.0) * weight
         total = sum(votes.values()) or 1.0
         scores = {label: value / total for label, value in votes.items()}
         best = max(self.labels, key=lambda label: (scores[label], -self.labels.index(label)))

@@ -119,6 +119,11 @@ def test_zero_shot_picks_the_label_with_the_highest_score():
 
 # ---- retrieval: few-shot and the kNN vote --------------------------------------------------------
 
+def labels_in(where: dict) -> list[str]:
+    """The labels a ``tasks.label_condition`` admits."""
+    return labels_in(where["$and"][0]) if "$and" in where else where["label"]["$in"]
+
+
 class FakeCollection:
     """Answers every query with fixed neighbours (id, text, label, similarity), filtered like Chroma."""
 
@@ -131,9 +136,10 @@ class FakeCollection:
     def count(self):
         return len(self.found)
 
-    def get(self, include):
-        return {"ids": [r[0] for r in self.found], "documents": [r[1] for r in self.found],
-                "metadatas": [{"label": r[2], "shot": 0} for r in self.found]}
+    def get(self, include, where=None):
+        rows = [r for r in self.found if where is None or r[2] in labels_in(where)]
+        return {"ids": [r[0] for r in rows], "documents": [r[1] for r in rows],
+                "metadatas": [{"label": r[2], "shot": 0} for r in rows]}
 
     def query(self, query_texts, n_results, where, include):
         self.queries.append(where)
@@ -146,13 +152,34 @@ class FakeCollection:
 def test_knn_vote_weighs_neighbours_by_similarity():
     collection = FakeCollection([("a", "x", "fares", 0.9), ("b", "y", "pets", 0.5),
                                  ("c", "z", "pets", 0.3), ("d", "w", "refund", 0.2)])
-    prediction = tasks.KNN(collection, k=4).predict("how much is a dog")
+    prediction = tasks.KNN(collection, k=4, balanced=False).predict("how much is a dog")
     assert prediction.label == "fares"  # 0.9 beats 0.5 + 0.3
     assert prediction.scores["pets"] == pytest.approx(0.8 / 1.9)
     assert sum(prediction.scores.values()) == pytest.approx(1.0)
     three = tasks.KNN(FakeCollection([("a", "x", "fares", 0.6), ("b", "y", "pets", 0.5),
-                                      ("c", "z", "pets", 0.3)]), k=3).predict("a dog")
+                                      ("c", "z", "pets", 0.3)]), k=3, balanced=False).predict("a dog")
     assert three.label == "pets"
+
+
+def test_a_balanced_vote_divides_each_intent_by_its_indexed_messages():
+    # two pets neighbours outvote one group_travel neighbour, unless each sum is divided by how
+    # many messages of the intent the index holds (pets 4, group_travel 1)
+    collection = FakeCollection([("a", "x", "pets", 0.5), ("b", "y", "pets", 0.45),
+                                 ("c", "z", "group_travel", 0.6), ("d", "w", "pets", 0.1),
+                                 ("e", "v", "pets", 0.1)])
+    labels = ("pets", "group_travel")
+    assert tasks.KNN(collection, labels=labels, k=3, balanced=False).predict("ten of us").label == "pets"
+    balanced = tasks.KNN(collection, labels=labels, k=3)
+    assert balanced.label_counts() == {"pets": 4, "group_travel": 1}
+    prediction = balanced.predict("ten of us")
+    assert prediction.label == "group_travel"
+    assert prediction.scores["pets"] == pytest.approx((0.95 / 4) / (0.95 / 4 + 0.6))
+    collection.found += [("f", "u", "group_travel", 0.05)] * 3  # indexed later: counted again
+    assert balanced.label_counts()["group_travel"] == 4
+    equal = FakeCollection([("a", "x", "fares", 0.9), ("b", "y", "pets", 0.5), ("c", "z", "pets", 0.3),
+                            ("d", "w", "fares", 0.1)])
+    assert (tasks.KNN(equal, k=3).predict("a").scores
+            == pytest.approx(tasks.KNN(equal, k=3, balanced=False).predict("a").scores))
 
 
 def test_a_second_evaluation_is_reloaded_and_a_changed_index_scores_again(smoke):

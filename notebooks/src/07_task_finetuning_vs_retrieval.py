@@ -115,7 +115,9 @@ assert runs["minilm"].final_loss < runs["minilm"].first_loss
 # is the intent *name* with the highest mean log-probability per token (the multiple-choice rule
 # of `scoring.choose_option`, which the showdown uses too). **Few-shot**: the same, with the `task_shots` most similar training messages
 # and their intents as earlier turns of the chat — retrieval-augmented generation, for a task.
-# **kNN**: no language model: the `task_knn_k` nearest messages vote, weighted by similarity.
+# **kNN**: no language model: the `task_knn_k` nearest messages vote, weighted by similarity, and
+# each intent's votes are divided by how many of its messages are indexed (a *balanced* vote: an
+# intent with few examples is not outvoted by the number of another's; step 7 needs that).
 # Here is the few-shot prompt for one test message.
 
 # %%
@@ -379,7 +381,7 @@ print(f"- New intent: indexing {len(new_examples)} examples took {adapt_seconds:
 # 4. Add `group_travel` with only 3 examples (`tasks.select(tickets, "train", [tasks.NEW_LABEL], 3)`):
 #    remove the label from the index first with `tasks.remove_label(collection, tasks.NEW_LABEL)`,
 #    index the three, and measure kNN's recall again. Expect some recall (none without examples),
-#    and no more than with `task_new_examples` examples.
+#    at least half of the recall with `task_new_examples` examples.
 # 5. Write five messages of your own to `my.jsonl` (one `{"text": ...}` per line) and run
 #    `ragft classify --in my.jsonl --out labels.jsonl --method knn` in a terminal. Expect one
 #    label per line of `labels.jsonl`, right for most clear messages.

@@ -152,31 +152,33 @@ new_labels = (*labels, tasks.NEW_LABEL)
 new_test = (tasks.test_set(tickets, settings, per_label=profile.task_curve_test_per_label)
             + tasks.select(tickets, "test", [tasks.NEW_LABEL]))
 knn_new = tasks.KNN(collection, labels=new_labels, k=profile.task_knn_k)
-recalls = {}
+recalls, other_accuracy = {}, {}
 removed = tasks.remove_label(collection, tasks.NEW_LABEL)
-recalls[0] = tasks.recall(tasks.evaluate(knn_new, new_test, progress=False, settings=settings), tasks.NEW_LABEL)
-for n in (3, profile.task_new_examples):
+for n in (0, 3, profile.task_new_examples):
     examples = tasks.select(tickets, "train", [tasks.NEW_LABEL], n)
     tasks.index_tickets(collection, examples)  # adds only the ones not indexed yet
     rows = tasks.evaluate(knn_new, new_test, progress=False, settings=settings)
     recalls[n] = tasks.recall(rows, tasks.NEW_LABEL)
+    other_accuracy[n] = rows[rows["label"] != tasks.NEW_LABEL]["correct"].mean()
 tasks.remove_label(collection, tasks.NEW_LABEL)  # held back again, as notebook 07 starts
-recall_table = pd.Series(recalls, name=f"kNN recall on {tasks.NEW_LABEL}").rename_axis("examples indexed")
-recall_table.round(2).to_frame().T
+recall_table = pd.DataFrame({f"kNN recall on {tasks.NEW_LABEL}": recalls,
+                             "accuracy on the other intents": other_accuracy}).rename_axis("examples indexed")
+recall_table.round(2).T
 
 # %%
 # Checkpoints: without examples kNN cannot name the intent; three indexed examples already give
-# it some recall, and more examples do not give less.
+# it at least half the recall that ten give.
 assert recalls[0] == 0
 assert recalls[3] > 0
-assert recalls[profile.task_new_examples] >= recalls[3]
+assert recalls[3] >= 0.5 * recalls[profile.task_new_examples]
 
 # %% [markdown]
-# Three examples let kNN recognise the new intent on some messages, but in a vote of
-# `task_knn_k` neighbours three examples can make at most three votes, so messages whose nearest
-# neighbours include messages of other intents (most of them mention bookings and fares) are still
-# outvoted; with ten examples the new intent wins more votes. Either way, adapting took an index
-# update of a fraction of a second — no training.
+# Three examples are enough for kNN to recognise the new intent on many messages. The vote is
+# balanced: each intent's summed similarity is divided by how many of its messages are indexed,
+# so three `group_travel` examples are not outvoted by dozens of booking and fares messages just
+# by their number. More examples cover more ways of asking, but the recall need not rise with
+# every example: each new one also wins some messages of other intents (the second row). Either
+# way, adapting took an index update of a fraction of a second — no training.
 
 # %% [markdown]
 # ## Exercise 5 — `ragft classify` on your own messages
