@@ -10,7 +10,7 @@ from ragft_helpers import score_cache
 from ragft_helpers.config import Settings
 from ragft_helpers.checkpoints import text_fingerprint
 from ragft_helpers.lm import generate, joined_text, perplexity
-from ragft_helpers.machine import PeakRSS, percentiles
+from ragft_helpers.machine import PeakRSS, percentiles, release_freed_memory
 from ragft_helpers.qa import Question
 from ragft_helpers.rag import answer, answer_many, build_prompt, has_chat_template
 from ragft_helpers.retrieval import DEFAULT_METHOD, retrieve
@@ -351,6 +351,21 @@ def evaluate_phrasings(systems: Sequence[System], questions: Sequence[Question],
     return {(system.name, phrasing): evaluate_system(system, asked, settings,
                                                      multiple_choice_too=phrasing == "canonical")
             for system in systems for phrasing, asked in phrasings.items()}
+
+
+def evaluate_phrasings_loaded(name: str, load: Callable[[], Any], questions: Sequence[Question],
+                              settings: Settings, **options) -> dict[tuple[str, str], SystemResult]:
+    """:func:`evaluate_phrasings` of one system whose model is loaded for this call only:
+    ``load()`` returns anything with ``model`` and ``tokenizer``; ``options`` are the other
+    :class:`System` fields. The model is dropped and its memory given back
+    (:func:`~ragft_helpers.machine.release_freed_memory`) before this returns, so a table of many
+    fine-tuned models holds one of them at a time."""
+    loaded = load()
+    results = evaluate_phrasings([System(name, loaded.model, loaded.tokenizer, **options)],
+                                 questions, settings)
+    del loaded
+    release_freed_memory()
+    return results
 
 
 def pooled_summary(results: dict[tuple[str, str], SystemResult], system: str) -> dict:

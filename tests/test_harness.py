@@ -117,6 +117,34 @@ def test_evaluate_system_scores_mc_free_form_and_abstention(trained, tokenizer, 
     assert (rows["seconds"] - split < 0.5).all()
 
 
+def test_a_system_loaded_for_one_call_is_scored_like_a_resident_one_and_then_let_go(
+        trained, tokenizer, settings):
+    import copy
+    import weakref
+
+    questions = [_q(), _q("q2", "unanswerable", answer=None)]
+    resident = harness.evaluate_phrasings([harness.System("tiny", trained, tokenizer)], questions,
+                                          settings)
+    references = []
+
+    def load():
+        loaded = Loaded(copy.deepcopy(trained), tokenizer)
+        references.append(weakref.ref(loaded.model))
+        return loaded
+
+    results = harness.evaluate_phrasings_loaded("tiny, loaded", load, questions, settings)
+    assert set(results) == {("tiny, loaded", "canonical"), ("tiny, loaded", "variant")}
+    for phrasing in ("canonical", "variant"):
+        pd.testing.assert_frame_equal(results[("tiny, loaded", phrasing)].rows.drop(columns="system"),
+                                      resident[("tiny", phrasing)].rows.drop(columns="system"))
+    assert len(references) == 1 and references[0]() is None  # nothing holds the model any more
+
+
+class Loaded:
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+
 def test_evaluate_system_in_batches_gives_the_one_by_one_results(trained, tokenizer, settings):
     questions = [_q(), _q("q2", "unanswerable", answer=None), _q("q3", question="the ferry"),
                  _q("q4", question="a ticket costs four pounds for"), _q("q5", question="the")]

@@ -122,22 +122,23 @@ for run in runs.values():
 # a person would type it (one of its variants).
 
 # %%
-readers = {name: raft.load_reader(name, settings) for name in raft.READERS}
-injection.ensure_variants(settings, ["kb-full"])
-kb_full = injection.load_variant("kb-full", settings)
+reader = raft.load_reader(raft.CHAT_READER, settings)  # the LoRA reader; step 6 chats with it
 systems = [
     harness.System("base", base.model, base.tokenizer),
     harness.System("base + RAG", base.model, base.tokenizer, retrieval=True, collection=collection),
-    harness.System("RAFT full + RAG", readers["raft-full"].model, readers["raft-full"].tokenizer,
-                   retrieval=True, collection=collection),
-    harness.System("RAFT LoRA + RAG", readers["raft-lora"].model, readers["raft-lora"].tokenizer,
-                   retrieval=True, collection=collection),
-    harness.System("KB fine-tune + RAG", kb_full.model, kb_full.tokenizer, retrieval=True,
-                   collection=collection),
-    harness.System("RAFT LoRA alone", readers["raft-lora"].model, readers["raft-lora"].tokenizer),
+    harness.System("RAFT LoRA + RAG", reader.model, reader.tokenizer, retrieval=True, collection=collection),
+    harness.System("RAFT LoRA alone", reader.model, reader.tokenizer),
 ]
 sample = qa.sample(test_questions, profile.raft_eval_questions, seed=settings.seed)
 results = harness.evaluate_phrasings(systems, sample, settings)
+# Two more models only this table needs: each is loaded, scored and let go, so no more than one
+# of them is in memory at a time.
+injection.ensure_variants(settings, ["kb-full"])
+results |= harness.evaluate_phrasings_loaded("RAFT full + RAG", lambda: raft.load_reader("raft-full", settings),
+                                             sample, settings, retrieval=True, collection=collection)
+results |= harness.evaluate_phrasings_loaded("KB fine-tune + RAG", lambda: injection.load_variant("kb-full", settings),
+                                             sample, settings, retrieval=True, collection=collection)
+names = ["base", "base + RAG", "RAFT full + RAG", "RAFT LoRA + RAG", "KB fine-tune + RAG", "RAFT LoRA alone"]
 table = harness.metric_table(results, ["free", "false_abstention", "abstention", "mc"])
 table.pivot(index=["system"], columns=["phrasing", "metric"], values="value").round(2)
 
@@ -157,10 +158,10 @@ table.pivot(index=["system"], columns=["phrasing", "metric"], values="value").ro
 
 # %%
 free = table[table["metric"] == "free"].assign(metric=lambda t: t["phrasing"])
-viz.plot_accuracy(free, [s.name for s in systems], ylabel="free-form accuracy (answerable)", chance=None);
+viz.plot_accuracy(free, names, ylabel="free-form accuracy (answerable)", chance=None);
 
 # %%
-pooled = {name: harness.pooled_summary(results, name)["free"] for name in [s.name for s in systems]}
+pooled = {name: harness.pooled_summary(results, name)["free"] for name in names}
 for name in pooled:
     print(f"{name:>18}: free-form accuracy {pooled[name]['value']:.2f} "
           f"[{pooled[name]['low']:.2f}, {pooled[name]['high']:.2f}] over both phrasings (n = {pooled[name]['n']})")
@@ -200,7 +201,7 @@ with pd.option_context("display.max_colwidth", 120):
 
 # %%
 widgets.chat_widget(model=base.model, tokenizer=base.tokenizer, collection=collection, settings=settings,
-                    readers={name: (reader.model, reader.tokenizer) for name, reader in readers.items()})
+                    readers={raft.CHAT_READER: (reader.model, reader.tokenizer)})
 
 # %% [markdown]
 # ## Summary
