@@ -360,6 +360,10 @@ def evaluate_phrasings_loaded(name: str, load: Callable[[], Any], questions: Seq
     :class:`System` fields. The model is dropped and its memory given back
     (:func:`~ragft_helpers.machine.release_freed_memory`) before this returns, so a table of many
     fine-tuned models holds one of them at a time."""
+    if not callable(load) or hasattr(load, "parameters") or hasattr(load, "model"):  # a model, not a loader
+        raise TypeError(f"load must be a function that loads the model, e.g. "
+                        f"lambda: raft.load_reader('raft-full', settings); got {type(load).__name__}. "
+                        f"A model already loaded can be scored with evaluate_phrasings.")
     loaded = load()
     results = evaluate_phrasings([System(name, loaded.model, loaded.tokenizer, **options)],
                                  questions, settings)

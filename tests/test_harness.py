@@ -121,6 +121,7 @@ def test_a_system_loaded_for_one_call_is_scored_like_a_resident_one_and_then_let
         trained, tokenizer, settings):
     import copy
     import weakref
+    from types import SimpleNamespace
 
     questions = [_q(), _q("q2", "unanswerable", answer=None)]
     resident = harness.evaluate_phrasings([harness.System("tiny", trained, tokenizer)], questions,
@@ -128,7 +129,7 @@ def test_a_system_loaded_for_one_call_is_scored_like_a_resident_one_and_then_let
     references = []
 
     def load():
-        loaded = Loaded(copy.deepcopy(trained), tokenizer)
+        loaded = SimpleNamespace(model=copy.deepcopy(trained), tokenizer=tokenizer)
         references.append(weakref.ref(loaded.model))
         return loaded
 
@@ -138,11 +139,8 @@ def test_a_system_loaded_for_one_call_is_scored_like_a_resident_one_and_then_let
         pd.testing.assert_frame_equal(results[("tiny, loaded", phrasing)].rows.drop(columns="system"),
                                       resident[("tiny", phrasing)].rows.drop(columns="system"))
     assert len(references) == 1 and references[0]() is None  # nothing holds the model any more
-
-
-class Loaded:
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    with pytest.raises(TypeError, match="a function that loads the model"):
+        harness.evaluate_phrasings_loaded("tiny", trained, questions, settings)
 
 
 def test_evaluate_system_in_batches_gives_the_one_by_one_results(trained, tokenizer, settings):
