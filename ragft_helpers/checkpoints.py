@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sysconfig
 import time
 import warnings
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ragft_helpers.assets import AssetError, ResolvedModel, load_causal_lm, save_checkpoint
-from ragft_helpers.config import Provenance, Settings, get_settings
+from ragft_helpers.config import DATA_DIR, Provenance, Settings, get_settings
 
 SETTINGS_FILE = "settings.json"
 SOURCE_FINETUNED = "fine-tuned copy in RAGFT_CACHE_DIR"
@@ -38,6 +39,25 @@ def slug(text: str) -> str:
 def keyed_dir(parent: Path, name: str, spec: dict[str, Any]) -> Path:
     """``parent/<name>-<settings_key(spec)>``; nothing is created."""
     return parent / f"{slug(name)}-{settings_key(spec)}"
+
+
+def portable_location(location: str, settings: Settings) -> str:
+    """``location`` as a part of a key that survives moving the cache, the checkout or the
+    environment: a folder inside ``RAGFT_CACHE_DIR``, the workbook's ``data/`` or the installed
+    packages becomes ``cache:``, ``data:`` or ``site-packages:`` and its relative path, so a cache
+    copied to another machine reloads its models instead of training them again. A hub id or any
+    other folder is kept as given."""
+    path = Path(location)
+    if not path.is_absolute():
+        return location
+    roots = (("cache", settings.cache_dir), ("data", DATA_DIR),
+             ("site-packages", Path(sysconfig.get_paths()["purelib"])))
+    for tag, root in roots:
+        try:
+            return f"{tag}:{path.resolve().relative_to(Path(root).resolve()).as_posix()}"
+        except ValueError:
+            continue
+    return location
 
 
 def write_settings(folder: Path, spec: dict[str, Any]) -> Path:

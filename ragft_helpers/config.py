@@ -221,6 +221,21 @@ class Settings:
         return replace(self, profile=replace(self.profile, **changes))
 
 
+def retrieval_date(settings: Settings | None = None, as_of: date | str | None = None) -> date:
+    """The date notices are judged against: ``as_of``, else the settings' ``as_of``
+    (``RAGFT_AS_OF``), else today."""
+    if as_of is None:
+        as_of = (settings or get_settings()).as_of
+    if as_of is None:
+        return date.today()
+    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of))
+
+
+def in_force(metadata: dict, day: date) -> bool:
+    """A notice chunk whose ``effective`` date is on or before ``day``."""
+    return bool(metadata.get("notice")) and str(metadata.get("effective", "9999")) <= day.isoformat()
+
+
 def get_profile(name: str) -> Profile:
     key = name.strip().lower()
     if key not in PROFILES:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragft_helpers.assets import ResolvedModel, load_causal_lm
-from ragft_helpers.checkpoints import keyed_dir, load_finetuned, write_settings
+from ragft_helpers.checkpoints import keyed_dir, load_finetuned, portable_location, write_settings
 from ragft_helpers.config import Provenance, Settings, get_settings, set_seed
 from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.training import (build_trainer, log_history_frame, tokenize_and_group, train,
@@ -35,8 +35,9 @@ class FinetuneRun:
 
 def run_spec(settings: Settings, model: Provenance, dataset: Provenance) -> dict[str, Any]:
     """What a WikiText run's result depends on: the training budgets, the base model, the data."""
-    return {**training_spec(settings), "model": model.name, "model_source": model.location,
-            "dataset": dataset.name, "dataset_source": dataset.location}
+    return {**training_spec(settings), "model": model.name,
+            "model_source": portable_location(model.location, settings), "dataset": dataset.name,
+            "dataset_source": portable_location(dataset.location, settings)}
 
 
 def default_run_dir(settings: Settings, model: Provenance, dataset: Provenance) -> Path:

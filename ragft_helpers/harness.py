@@ -141,7 +141,7 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     saved = kept_path = None
     if reuse:
         fingerprint = score_cache.system_fingerprint(
-            replace(system, k=_k(system, settings) if system.retrieval else None))
+            replace(system, k=_k(system, settings) if system.retrieval else None), settings)
         saved = score_cache.path_of(system, questions, settings, fingerprint=fingerprint,
                                     free_form=sorted(free_ids),
                                     multiple_choice_too=multiple_choice_too)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 from ragft_helpers.assets import (AssetError, ResolvedModel, causal_lm_candidates, load_causal_lm,
                                   save_checkpoint)
 from ragft_helpers.checkpoints import (keyed_dir, load_saved, peft_deprecation_hidden,
-                                       text_fingerprint, write_settings)
+                                       portable_location, text_fingerprint, write_settings)
 from ragft_helpers.config import KNOWLEDGE_DIR, Settings, get_settings, set_seed
 from ragft_helpers.corpus import load_documents
 from ragft_helpers.lm import ensure_pad_token
@@ -169,7 +169,7 @@ def variant_spec(variant: Variant, texts: Sequence[str], settings: Settings) -> 
     profile = settings.profile
     spec = {**training_spec(settings), "variant": variant.name, "lora": variant.lora,
             "augmented": variant.augmented, "kb_train_epochs": profile.kb_train_epochs,
-            "model": base.name, "model_source": base.location,
+            "model": base.name, "model_source": portable_location(base.location, settings),
             "training_texts": text_fingerprint(texts)}
     if variant.scratch:
         spec["scratch"] = True

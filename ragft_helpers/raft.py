@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from ragft_helpers import score_cache
 from ragft_helpers.assets import (AssetError, ResolvedModel, causal_lm_candidates, load_causal_lm,
                                   save_checkpoint)
-from ragft_helpers.checkpoints import keyed_dir, load_saved, text_fingerprint, write_settings
+from ragft_helpers.checkpoints import keyed_dir, load_saved, portable_location, text_fingerprint, write_settings
 from ragft_helpers.config import DATA_DIR, KNOWLEDGE_DIR, QUESTIONS_FILE, Settings, get_settings, set_seed
 from ragft_helpers.corpus import chunk_documents, load_documents
 from ragft_helpers.injection import wrap_lora
@@ -266,7 +266,8 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
             "raft_abstain_share": profile.raft_abstain_share,
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
             "layout": EXAMPLE_LAYOUT,
-            "model": base.name, "model_source": base.location, "data": data_fingerprint()}
+            "model": base.name, "model_source": portable_location(base.location, settings),
+            "data": data_fingerprint()}
     if name == "raft-lora":
         spec.update(lora_rank=profile.lora_rank,
                     lora_learning_rate_factor=profile.lora_learning_rate_factor)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Sequence
 
-from ragft_helpers.config import SUPERSEDE_MODES, Settings, get_settings
+from ragft_helpers.config import SUPERSEDE_MODES, Settings, get_settings, in_force, retrieval_date
 from ragft_helpers.corpus import superseded_sources
 from ragft_helpers.fusion import convex_fusion
 from ragft_helpers.lexical import lexical_index
@@ -91,21 +91,6 @@ def check_question(question: str) -> str:
         raise ValueError("The question is empty: type a question about the knowledge base, "
                          "e.g. 'How much does the Tern Card cost?'.")
     return question.strip()
-
-
-def retrieval_date(settings: Settings | None = None, as_of: date | str | None = None) -> date:
-    """The date notices are judged against: ``as_of``, else the settings' ``as_of``
-    (``RAGFT_AS_OF``), else today."""
-    if as_of is None:
-        as_of = (settings or get_settings()).as_of
-    if as_of is None:
-        return date.today()
-    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of))
-
-
-def in_force(metadata: dict, day: date) -> bool:
-    """A notice chunk whose ``effective`` date is on or before ``day``."""
-    return bool(metadata.get("notice")) and str(metadata.get("effective", "9999")) <= day.isoformat()
 
 
 def values(text: str) -> set[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ragft_helpers import score_cache
-from ragft_helpers.config import Settings, get_settings
-from ragft_helpers.corpus import chunk_documents
+from ragft_helpers.config import Settings, get_settings, retrieval_date
+from ragft_helpers.corpus import chunk_documents, notice_fields
 from ragft_helpers.qa import Question
 from ragft_helpers.retrieval import DEFAULT_METHOD, METHODS, retrieve
 from ragft_helpers.store import build_index, open_collection, shared_embedding_model
@@ -108,7 +108,9 @@ def chunk_size_sweep(documents, questions: Sequence[Question], sizes: Sequence[i
         lambda: _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap),
         documents=[(d.source, d.title, d.text) for d in documents], questions=list(questions),
         sizes=list(sizes), ks=list(ks), overlap_ratio=overlap_ratio, overlap=overlap,
-        embedder=shared_embedding_model())
+        embedder=shared_embedding_model(),
+        # notices among the documents rank by the date they are judged against
+        as_of=str(retrieval_date(settings)) if any(notice_fields(d.text) for d in documents) else None)
 
 
 def _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap):

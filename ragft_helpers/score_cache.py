@@ -4,8 +4,8 @@ Scoring a system on a few hundred questions (``harness.evaluate_system``) or mes
 (``tasks.evaluate``) takes minutes; scoring the same system on the same items again gives the
 same rows. The key hashes what the result depends on: the model's
 weights (every tensor, so a retrained or perturbed model is a new key), its tokenizer, the
-retrieval index (every chunk id, text and metadata), the settings (profile budgets, seed, the date
-notices are judged against), the questions, and the source of this package with the versions of
+retrieval index (every chunk id, text and metadata, and which of its notices are in force on the
+date notices are judged against), the settings (profile budgets, seed), the questions, and the source of this package with the versions of
 torch and transformers (so a changed scorer never reloads an old result). A re-run of a notebook
 therefore reloads its scores in a second, and anything that changes a score scores again.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragft_helpers.checkpoints import slug
-from ragft_helpers.config import Settings
+from ragft_helpers.config import Settings, in_force, retrieval_date
 
 FOLDER = "scores"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,17 +43,21 @@ def model_fingerprint(model) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of what shapes a prompt: the tokenizer's name, vocabulary size and chat template."""
-    parts = [getattr(tokenizer, "name_or_path", ""), str(len(tokenizer)),
+    """A hash of what shapes a prompt: the tokenizer's name (the last part of its path, so a moved
+    cache keeps its scores), vocabulary size and chat template."""
+    parts = [Path(getattr(tokenizer, "name_or_path", "") or "").name, str(len(tokenizer)),
              str(getattr(tokenizer, "chat_template", "") or "")]
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def collection_fingerprint(collection) -> str:
-    """A hash of the index's name and every chunk's id, text and metadata."""
+def collection_fingerprint(collection, day: date | None = None) -> str:
+    """A hash of the index's name, every chunk's id, text and metadata, and the ids of its notices
+    in force on ``day``. A date changes what retrieval returns only through those, so a run that
+    crosses midnight keeps its scores unless a notice comes into force."""
     found = collection.get(include=["documents", "metadatas"])
     rows = sorted(zip(found["ids"], found["documents"], found["metadatas"]), key=lambda row: row[0])
-    text = json.dumps([collection.name, rows], sort_keys=True, default=str)
+    current = [id_ for id_, _, metadata in rows if day is not None and in_force(metadata, day)]
+    text = json.dumps([collection.name, rows, current], sort_keys=True, default=str)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -72,9 +76,9 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def part_fingerprint(value) -> Any:
-    """What a system's field contributes to a key: a model, tokenizer or index by its content,
-    anything else as itself."""
+def part_fingerprint(value, day: date | None = None) -> Any:
+    """What a system's field contributes to a key: a model, tokenizer or index by its content (an
+    index with its notices in force on ``day``), anything else as itself."""
     import torch
 
     if isinstance(value, torch.nn.Module):
@@ -82,24 +86,29 @@ def part_fingerprint(value) -> Any:
     if hasattr(value, "convert_tokens_to_ids"):  # a tokenizer
         return tokenizer_fingerprint(value)
     if hasattr(value, "get") and hasattr(value, "name") and hasattr(value, "count"):  # an index
-        return collection_fingerprint(value)
+        return collection_fingerprint(value, day)
     return value
 
 
-def system_fingerprint(system) -> dict[str, Any]:
-    """Every field of a system dataclass (its type included), each by :func:`part_fingerprint`."""
-    fields = {field.name: part_fingerprint(getattr(system, field.name))
-              for field in dataclasses.fields(system)}
-    return {"type": type(system).__qualname__, **fields}
+def system_fingerprint(system, settings: Settings) -> dict[str, Any]:
+    """Every field of a system dataclass (its type included), each by :func:`part_fingerprint`
+    (an index with its notices in force on the settings' :func:`~ragft_helpers.config.retrieval_date`)."""
+    return _dataclass_fingerprint(system, retrieval_date(settings))
+
+
+def _dataclass_fingerprint(value, day: date) -> dict[str, Any]:
+    return {"type": type(value).__qualname__,
+            **{field.name: part_fingerprint(getattr(value, field.name), day)
+               for field in dataclasses.fields(value)}}
 
 
 def _key(spec: dict, settings: Settings) -> str:
-    """A hash of ``spec``, the settings (everything but where files live: the same scores wherever
-    the cache is) and this package's code."""
+    """A hash of ``spec``, the settings and this package's code. Left out of the settings: where
+    files live (the same scores wherever the cache is) and the date notices are judged against
+    (an index's fingerprint holds the notices in force on it, :func:`collection_fingerprint`)."""
     spec = {**spec,
-            "settings": {**{key: value for key, value in dataclasses.asdict(settings).items()
-                            if key not in ("cache_dir", "wikitext_dir", "chroma_url")},
-                         "as_of": settings.as_of or date.today()},
+            "settings": {key: value for key, value in dataclasses.asdict(settings).items()
+                         if key not in ("cache_dir", "wikitext_dir", "chroma_url", "as_of")},
             "code": code_fingerprint()}
     text = json.dumps(spec, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -110,7 +119,7 @@ def evaluation_key(system, items: Sequence[Any], settings: Settings, *,
     """The key of scoring ``system`` (a dataclass) on ``items`` (questions or messages, also
     dataclasses) with ``settings`` and ``options``. ``fingerprint``: the system's
     :func:`system_fingerprint`, when the caller has it already (hashing a model takes a moment)."""
-    return _key({"system": fingerprint or system_fingerprint(system),
+    return _key({"system": fingerprint or system_fingerprint(system, settings),
                  "items": [dataclasses.asdict(item) for item in items], "options": options}, settings)
 
 
@@ -136,16 +145,16 @@ def item_key(item) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _input_fingerprint(value) -> Any:
+def _input_fingerprint(value, day: date) -> Any:
     """What an input of :func:`reused` contributes to its key: items of a list or dict one by one, a
     dataclass by its fields (:func:`system_fingerprint`), anything else by :func:`part_fingerprint`."""
     if isinstance(value, (list, tuple)):
-        return [_input_fingerprint(item) for item in value]
+        return [_input_fingerprint(item, day) for item in value]
     if isinstance(value, dict):
-        return {key: _input_fingerprint(item) for key, item in value.items()}
+        return {key: _input_fingerprint(item, day) for key, item in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return system_fingerprint(value)
-    return part_fingerprint(value)
+        return _dataclass_fingerprint(value, day)
+    return part_fingerprint(value, day)
 
 
 def reused(name: str, settings: Settings, compute, **inputs):
@@ -153,7 +162,8 @@ def reused(name: str, settings: Settings, compute, **inputs):
     ``inputs`` (models and tokenizers by their content, messages and questions by their fields),
     the settings and the code. For measurements a notebook repeats on every run (a training
     curve, sampled answers, perplexities): a re-run reloads them."""
-    key = _key({"name": name, "inputs": {k: _input_fingerprint(v) for k, v in inputs.items()}},
+    day = retrieval_date(settings)
+    key = _key({"name": name, "inputs": {k: _input_fingerprint(v, day) for k, v in inputs.items()}},
                settings)
     path = settings.cache_dir / FOLDER / f"{slug(name)}-{key}.pkl"
     earlier = load(path)

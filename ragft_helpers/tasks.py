@@ -31,7 +31,8 @@ from typing import Any, Iterable, Sequence
 from ragft_helpers.assets import (SOURCE_HUB, AssetError, causal_lm_candidates, embedding_candidates,
                                   load_causal_lm, save_checkpoint)
 from ragft_helpers import score_cache
-from ragft_helpers.checkpoints import keyed_dir, peft_deprecation_hidden, text_fingerprint, write_settings
+from ragft_helpers.checkpoints import (keyed_dir, peft_deprecation_hidden, portable_location, text_fingerprint,
+                                      write_settings)
 from ragft_helpers.config import DATA_DIR, Settings, get_settings, set_seed
 from ragft_helpers.harness import bootstrap_ci
 from ragft_helpers.lm import ensure_pad_token
@@ -412,7 +413,8 @@ def classifier_spec(kind_name: str, train: Sequence[Ticket], labels: Sequence[st
     kind = _kind(kind_name)
     p = settings.profile
     base = _base(kind, settings)
-    spec = {"kind": kind.name, "base": base.name, "base_source": base.location, "labels": list(labels),
+    spec = {"kind": kind.name, "base": base.name, "base_source": portable_location(base.location, settings),
+            "labels": list(labels),
             "training_messages": text_fingerprint(f"{t.label}\t{t.text}" for t in train),
             "batch_size": p.task_batch_size, "max_length": p.task_max_length,
             "min_steps": p.task_min_steps,
@@ -552,7 +554,8 @@ def overtraining_curve(train: Sequence[Ticket], validation: Sequence[Ticket], te
         "overtraining-curve", settings,
         lambda: _overtraining_curve(train, validation, test, settings, epochs, weight_decay, labels),
         train=list(train), validation=list(validation), test=list(test), epochs=epochs,
-        weight_decay=weight_decay, labels=labels, base=[source.name, str(source.location)])
+        weight_decay=weight_decay, labels=labels,
+        base=[source.name, portable_location(str(source.location), settings)])
 
 
 def _overtraining_curve(train, validation, test, settings, epochs, weight_decay, labels, base=None):

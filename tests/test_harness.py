@@ -232,24 +232,47 @@ def test_rows_scored_before_are_reused_by_a_call_on_other_questions_or_under_ano
     assert asked == [] and explicit.reloaded
 
 
+class Index:
+    """Chunks as an index returns them; the last one may be a notice."""
+
+    name = "kb"
+
+    def __init__(self, documents, notice_from=None):
+        self.documents = documents
+        self.notice_from = notice_from
+
+    def get(self, include):
+        metadatas = [{"source": "a.md"} for _ in self.documents]
+        if self.notice_from:
+            metadatas[-1] = {"source": "notice.md", "notice": True, "effective": self.notice_from}
+        return {"ids": [f"c{n}" for n in range(len(self.documents))], "documents": self.documents,
+                "metadatas": metadatas}
+
+    def count(self):
+        return len(self.documents)
+
+
 def test_the_index_fingerprint_changes_with_any_chunk():
-    from ragft_helpers import score_cache
-
-    class Index:
-        name = "kb"
-
-        def __init__(self, documents):
-            self.documents = documents
-
-        def get(self, include):
-            return {"ids": [f"c{n}" for n in range(len(self.documents))],
-                    "documents": self.documents,
-                    "metadatas": [{"source": "a.md"} for _ in self.documents]}
-
     base = score_cache.collection_fingerprint(Index(["one", "two"]))
     assert base == score_cache.collection_fingerprint(Index(["one", "two"]))
     assert base != score_cache.collection_fingerprint(Index(["one", "two!"]))
     assert base != score_cache.collection_fingerprint(Index(["one"]))
+
+
+def test_score_keys_change_with_the_notices_in_force_not_with_the_date(tmp_path):
+    """A run that crosses midnight keeps its scores; a notice coming into force scores again."""
+    def key(as_of, index):
+        settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
+                                 "RAGFT_AS_OF": as_of})
+        system = harness.System("s", None, None, retrieval=True, collection=index)
+        return score_cache.evaluation_key(system, [], settings)
+
+    with_notice = Index(["fares", "new fares"], notice_from="2026-03-01")
+    assert key("2026-01-01", with_notice) == key("2026-02-28", with_notice)
+    assert key("2026-02-28", with_notice) != key("2026-03-01", with_notice)
+    assert key("2026-03-01", with_notice) == key("2027-12-31", with_notice)
+    without = Index(["fares", "times"])
+    assert key("2026-01-01", without) == key("2030-06-30", without)
 
 
 def test_bootstrap_interval_is_deterministic_and_covers_the_true_rate():

@@ -467,3 +467,24 @@ def test_a_changed_learning_rate_trains_anew_in_a_new_folder_and_a_rerun_reloads
     assert len(runs) == 2 and all(p.startswith("wikitext-finetuned-model-smoke-") for p in runs)
     recorded = (tmp_path / "cache" / "runs" / runs[0] / "settings.json").read_text()
     assert '"learning_rate"' in recorded and '"model": "model"' in recorded
+
+
+def test_saved_models_keep_their_keys_when_the_cache_moves(tmp_path):
+    """A cache copied to another folder (or machine) reloads its models: no key holds where the
+    cache, the checkout or the installed packages are."""
+    from ragft_helpers import injection, raft, tasks
+
+    here, there = (get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / name)})
+                   for name in ("here", "there"))
+    tickets = tasks.select(tasks.load_tickets(), "train", tasks.ORIGINAL_LABELS, 2)
+    variant = injection.VARIANTS[0]
+    for folder in (lambda s: raft.reader_dir("raft-lora", s),
+                   lambda s: injection.variant_dir(variant, ["a text"], s),
+                   lambda s: tasks.classifier_dir("minilm", tickets, tasks.ORIGINAL_LABELS, s),
+                   lambda s: tasks.classifier_dir("lm-lora", tickets, tasks.ORIGINAL_LABELS, s)):
+        assert folder(here).name == folder(there).name
+        assert folder(here).parent != folder(there).parent
+    assert checkpoints.portable_location(str(tmp_path / "here" / "models" / "m"), here) == "cache:models/m"
+    # a model folder the user points at elsewhere is its own key
+    assert checkpoints.portable_location("/elsewhere/m", here) == "/elsewhere/m"
+    assert checkpoints.portable_location("HuggingFaceTB/SmolLM2-135M", here) == "HuggingFaceTB/SmolLM2-135M"
