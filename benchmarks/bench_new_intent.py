@@ -48,9 +48,7 @@ def measure(profile: str) -> tuple[list[dict], list[dict]]:
         tasks.index_tickets(collection, tasks.training_set(tickets, settings))
 
         def messages(split: str):
-            others = tasks.select(tickets, split, tasks.ORIGINAL_LABELS)
-            return (tasks.sample_per_label(others, p.task_curve_test_per_label, settings.seed)
-                    + tasks.select(tickets, split, [tasks.NEW_LABEL]))
+            return tasks.new_intent_set(tickets, settings, split)
 
         fewer = []
         for n in EXAMPLE_COUNTS:

@@ -131,6 +131,14 @@ def test_set(tickets: Sequence[Ticket], settings: Settings, *,
     return sample_per_label(select(tickets, "test", labels), per_label, settings.seed)
 
 
+def new_intent_set(tickets: Sequence[Ticket], settings: Settings, split: str = "test") -> list[Ticket]:
+    """The messages "a new intent appears" is scored on: ``task_curve_test_per_label`` messages of
+    each original intent (drawn with the seed) and every :data:`NEW_LABEL` message of ``split``."""
+    others = select(tickets, split, ORIGINAL_LABELS)
+    return (sample_per_label(others, settings.profile.task_curve_test_per_label, settings.seed)
+            + select(tickets, split, [NEW_LABEL]))
+
+
 def check_message(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("The message is empty: give the text of a customer message, e.g. "

@@ -1,6 +1,7 @@
 """Task classification (notebook 07, ``ragft classify``): the data, prompts, label scoring, the kNN
 vote, a tiny classifier run, the statistics and the command, all offline on tiny models."""
 import json
+from collections import Counter
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -50,6 +51,17 @@ def test_the_test_sample_is_per_label_seeded_and_from_the_test_split(smoke):
     assert sample != tasks.test_set(tickets, replace(smoke, seed=7))
     laptop = replace(smoke, profile=PROFILES["laptop"])
     assert len(tasks.test_set(tickets, laptop)) == 250
+
+
+def test_the_new_intent_is_scored_on_all_its_messages_and_a_sample_of_the_others(smoke):
+    tickets = tasks.load_tickets()
+    for split in ("validation", "test"):
+        scored = tasks.new_intent_set(tickets, smoke, split)
+        new = [t for t in scored if t.label == tasks.NEW_LABEL]
+        assert new == tasks.select(tickets, split, [tasks.NEW_LABEL]) and new
+        others = Counter(t.label for t in scored if t.label != tasks.NEW_LABEL)
+        assert others == dict.fromkeys(tasks.ORIGINAL_LABELS, smoke.profile.task_curve_test_per_label)
+        assert all(t.split == split for t in scored)
 
 
 def test_every_label_has_a_definition():

@@ -226,8 +226,7 @@ assert sizes["fine-tuned"].iloc[-1] > sizes["fine-tuned"].iloc[0]
 # %%
 new_labels = (*labels, tasks.NEW_LABEL)
 new_examples = tasks.select(tickets, "train", [tasks.NEW_LABEL], profile.task_new_examples)
-new_test = (tasks.test_set(tickets, settings, per_label=profile.task_curve_test_per_label)
-            + tasks.select(tickets, "test", [tasks.NEW_LABEL]))
+new_test = tasks.new_intent_set(tickets, settings)
 print(f"{len(new_examples)} labelled {tasks.NEW_LABEL} examples; {len(new_test)} test messages, "
       f"{sum(t.label == tasks.NEW_LABEL for t in new_test)} of them {tasks.NEW_LABEL}")
 print("\n".join(f"- {t.text}" for t in new_examples[:3]))

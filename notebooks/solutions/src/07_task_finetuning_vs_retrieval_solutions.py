@@ -149,8 +149,7 @@ assert [best_system.predict(text).label for text in errors["text"]] == list(erro
 
 # %%
 new_labels = (*labels, tasks.NEW_LABEL)
-new_test = (tasks.test_set(tickets, settings, per_label=profile.task_curve_test_per_label)
-            + tasks.select(tickets, "test", [tasks.NEW_LABEL]))
+new_test = tasks.new_intent_set(tickets, settings)
 knn_new = tasks.KNN(collection, labels=new_labels, k=profile.task_knn_k)
 recalls, other_accuracy = {}, {}
 removed = tasks.remove_label(collection, tasks.NEW_LABEL)
