@@ -4,7 +4,7 @@ For each seed (``RAGFT_SEED``) at one profile: train the RAFT reader the chatbot
 (``raft.CHAT_READER``, LoRA; ``--reader raft-full`` for the other) or reload it, then score
 base + RAG, RAFT + RAG, the base model alone and RAFT alone on the test-article questions of
 the profile's sample, as written and as people type them. Reports free-form accuracy with 95%
-intervals, abstention, training time and peak memory, and whether each asserted direction held:
+intervals, abstention and false abstention, training time and peak memory, and whether each asserted direction held:
 
 - "RAFT + RAG beats base + RAG on free-form accuracy" (both phrasings pooled, as notebook 06 asserts);
 - "RAFT alone is not above the base model alone" (intervals overlap or lie below).
@@ -52,6 +52,7 @@ def one_seed(profile: str, seed: int, reader_name: str) -> dict:
     return {
         "seed": seed, "run": run, "questions": len(sample), "eval_seconds": time.perf_counter() - start,
         "free": free, "abstention": {key: value["abstention"] for key, value in summaries.items()},
+        "false_abstention": {key: value["false_abstention"] for key, value in summaries.items()},
         "pooled": pooled,
         "reads_better": pooled["RAFT + RAG"]["value"] > pooled["base + RAG"]["value"],
         "no_memory": claims.compare_intervals(pooled["RAFT alone"], pooled["base"]) <= 0,
@@ -69,15 +70,16 @@ def report(profile: str, rows: list[dict], command: str) -> str:
              f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; reader trained for "
              f"{rows[0]['run'].steps} steps on {rows[0]['run'].examples} examples; "
              f"{rows[0]['questions']} test-article questions per phrasing.", "",
-             "| seed | phrasing | base + RAG | RAFT + RAG | base alone | RAFT alone | RAFT abstention (unanswerable) |",
-             "| ---: | --- | --- | --- | --- | --- | --- |"]
+             "| seed | phrasing | base + RAG | RAFT + RAG | base alone | RAFT alone | RAFT abstention (unanswerable) | RAFT false abstention (answerable) |",
+             "| ---: | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         for phrasing in ("canonical", "variant"):
             free = {name: row["free"][(name, phrasing)] for name in
                     ("base + RAG", "RAFT + RAG", "base", "RAFT alone")}
             lines.append(f"| {row['seed']} | {phrasing} | {fmt(free['base + RAG'])} | "
                          f"{fmt(free['RAFT + RAG'])} | {fmt(free['base'])} | {fmt(free['RAFT alone'])} | "
-                         f"{fmt(row['abstention'][('RAFT + RAG', phrasing)])} |")
+                         f"{fmt(row['abstention'][('RAFT + RAG', phrasing)])} | "
+                         f"{fmt(row['false_abstention'][('RAFT + RAG', phrasing)])} |")
     lines += ["", "| seed | base + RAG, both phrasings | RAFT + RAG, both phrasings | training s | "
               "peak RSS GB | scoring s | RAFT + RAG > base + RAG | RAFT alone not above base |",
               "| ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]

@@ -43,6 +43,10 @@ SPLIT_FILE = DATA_DIR / "qa" / "raft_split.json"
 TRAIN_COLLECTION = "raft-train"  # the train articles only
 RUN_FILE = "raft_run.json"
 READERS = ("raft-full", "raft-lora")
+# The LoRA reader's optimiser at every profile. A profile's memory-saving optimiser (Adafactor,
+# without momentum) is for full fine-tuning; an adapter's AdamW state is a few megabytes
+# (benchmarks/README.md, "The LoRA reader's optimiser").
+ADAPTER_OPTIMIZER = "adamw_torch"
 CHAT_READER = "raft-lora"  # what the chatbot and `ragft ask --reader raft` use (benchmarks/bench_raft.py)
 _CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
 # How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
@@ -269,9 +273,16 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
             "model": base.name, "model_source": portable_location(base.location, settings),
             "data": data_fingerprint()}
     if name == "raft-lora":
-        spec.update(lora_rank=profile.lora_rank,
+        spec.update(lora_rank=profile.lora_rank, optimizer=reader_optimizer(name, settings),
                     lora_learning_rate_factor=profile.lora_learning_rate_factor)
     return spec
+
+
+def reader_optimizer(name: str, settings: Settings) -> str | None:
+    """Trainer's ``optim`` for reader ``name``: :data:`ADAPTER_OPTIMIZER` for the LoRA reader when
+    the profile sets another optimiser, else the profile's (``None``: Trainer's AdamW)."""
+    optimizer = settings.profile.optimizer
+    return ADAPTER_OPTIMIZER if name == "raft-lora" and optimizer else optimizer
 
 
 def reader_dir(name: str, settings: Settings) -> Path:
@@ -304,7 +315,8 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
         args = training_arguments(settings, output_dir, max_steps=profile.raft_max_steps,
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
-                                  disable_tqdm=True)
+                                  disable_tqdm=True,
+                                  **({"optim": optimizer} if (optimizer := reader_optimizer(name, settings)) else {}))
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=TargetsOnlyCollator(
                               DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)),

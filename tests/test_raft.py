@@ -172,3 +172,12 @@ def test_the_oracle_keeps_its_retrieval_rank_and_is_placed_at_random_when_not_re
         assert len(context) == 3 and [c for c in context if c is not missing] == chunks[:2]
         places.add(context.index(missing))
     assert places == {0, 1, 2}
+
+
+def test_the_lora_reader_trains_with_adamw_where_the_profile_saves_memory_with_another_optimiser():
+    laptop, smoke = (get_settings({"RAGFT_PROFILE": name}) for name in ("laptop", "smoke"))
+    assert laptop.profile.optimizer == "adafactor"
+    assert raft.reader_optimizer("raft-lora", laptop) == raft.ADAPTER_OPTIMIZER == "adamw_torch"
+    assert raft.reader_optimizer("raft-full", laptop) == "adafactor"
+    assert raft.reader_optimizer("raft-lora", smoke) is None  # Trainer's AdamW already
+    assert raft.reader_spec("raft-lora", laptop)["optimizer"] == "adamw_torch"
