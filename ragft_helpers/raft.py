@@ -311,12 +311,12 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     rows = [encode(e, tokenizer) for e in examples]
     dataset = Dataset.from_dict({key: [row[key] for row in rows] for key in rows[0]})
     learning_rate = profile.raft_learning_rate * (profile.lora_learning_rate_factor if lora else 1)
+    optimizer = reader_optimizer(name, settings)  # None: Trainer's AdamW
     with tempfile.TemporaryDirectory(prefix="raft-run-") as output_dir:
         args = training_arguments(settings, output_dir, max_steps=profile.raft_max_steps,
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
-                                  disable_tqdm=True,
-                                  **({"optim": optimizer} if (optimizer := reader_optimizer(name, settings)) else {}))
+                                  disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=TargetsOnlyCollator(
                               DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)),
