@@ -134,6 +134,9 @@ def test_set(tickets: Sequence[Ticket], settings: Settings, *,
 def new_intent_set(tickets: Sequence[Ticket], settings: Settings, split: str = "test") -> list[Ticket]:
     """The messages "a new intent appears" is scored on: ``task_curve_test_per_label`` messages of
     each original intent (drawn with the seed) and every :data:`NEW_LABEL` message of ``split``."""
+    splits = sorted({t.split for t in tickets})
+    if split not in splits:
+        raise ValueError(f"Unknown split {split!r}; the messages have: {', '.join(splits)}.")
     others = select(tickets, split, ORIGINAL_LABELS)
     return (sample_per_label(others, settings.profile.task_curve_test_per_label, settings.seed)
             + select(tickets, split, [NEW_LABEL]))

@@ -62,6 +62,8 @@ def test_the_new_intent_is_scored_on_all_its_messages_and_a_sample_of_the_others
         others = Counter(t.label for t in scored if t.label != tasks.NEW_LABEL)
         assert others == dict.fromkeys(tasks.ORIGINAL_LABELS, smoke.profile.task_curve_test_per_label)
         assert all(t.split == split for t in scored)
+    with pytest.raises(ValueError, match="Unknown split 'tset'; the messages have: test, train, validation"):
+        tasks.new_intent_set(tickets, smoke, "tset")
 
 
 def test_every_label_has_a_definition():

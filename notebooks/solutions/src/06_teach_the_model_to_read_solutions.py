@@ -69,10 +69,9 @@ assert sum(agree) >= len(agree) - 1
 # that: more abstention examples (a larger `raft_abstain_share`), harder ones (contexts that look
 # relevant but do not answer), more steps, or a rule at question time that abstains when
 # `p(abstain)` is above a threshold chosen on the *train* articles' questions — never on the
-# test ones. Two of these were measured at the laptop profile (`benchmarks/README.md`, "Why the
-# readers do not abstain"): harder abstention examples left the abstention at 0, and a
-# similarity threshold chosen on the train articles abstained on only a quarter of the
-# unanswerable test questions.
+# test ones. Two of these were measured at the laptop profile, harder abstention examples and a
+# similarity threshold chosen on the train articles; neither reached the abstention target
+# (`benchmarks/README.md`, "Why the readers do not abstain", has the numbers).
 
 # %% [markdown]
 # ## Exercise 2 — More distractors
