@@ -105,7 +105,7 @@ def chunk_size_sweep(documents, questions: Sequence[Question], sizes: Sequence[i
     settings = settings or get_settings()
     return score_cache.reused(
         "chunk-size-sweep", settings,
-        lambda: _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap),
+        lambda: _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap, settings),
         documents=[(d.source, d.title, d.text) for d in documents], questions=list(questions),
         sizes=list(sizes), ks=list(ks), overlap_ratio=overlap_ratio, overlap=overlap,
         embedder=shared_embedding_model(),
@@ -113,7 +113,7 @@ def chunk_size_sweep(documents, questions: Sequence[Question], sizes: Sequence[i
         as_of=str(retrieval_date(settings)) if any(notice_fields(d.text) for d in documents) else None)
 
 
-def _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap):
+def _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap, settings):
     import uuid
 
     import chromadb
@@ -126,7 +126,8 @@ def _chunk_size_sweep(documents, questions, sizes, ks, overlap_ratio, overlap):
                                  overlap=int(size * overlap_ratio) if overlap is None else overlap)
         collection = open_collection(name=f"sweep-{size}-{uuid.uuid4().hex[:8]}", client=client)
         build_index(chunks, collection, progress=False, keep_lexical=False)
-        quality = retrieval_quality(retrieval_ranks(questions, collection, max(ks), method="dense"), ks)
+        quality = retrieval_quality(retrieval_ranks(questions, collection, max(ks), method="dense",
+                                                    settings=settings), ks)
         rows.append({"chunk size (words)": size, "chunks": len(chunks),
                      **{key: quality.loc["all", key] for key in [f"hit@{k}" for k in ks] + ["MRR"]}})
         client.delete_collection(collection.name)

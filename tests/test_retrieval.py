@@ -269,6 +269,25 @@ def test_an_article_no_notice_names_is_untouched(with_notices):
         assert top[0] == "fares.md > Fares > Ten-Journey Carnets"  # the unchanged section stays first
 
 
+def test_the_chunk_size_sweep_retrieves_with_the_settings_it_is_given(indexed, settings, monkeypatch):
+    from ragft_helpers import corpus, retrieval_metrics
+    from ragft_helpers.qa import Question
+
+    _, folder = indexed
+    questions = [Question("s1", "How are claims made?", "QX-7 form", (), ("a", "b", "c"),
+                          (("forms.md", "Paperwork"),), "single-hop", ())]
+    given = settings.with_budgets(rag_k=2)
+    seen = []
+
+    def spy(*args, settings=None, **kwargs):
+        seen.append(settings)
+        return retrieval.retrieve(*args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(retrieval_metrics, "retrieve", spy)
+    retrieval_metrics.chunk_size_sweep(corpus.load_documents(folder), questions, (20,), settings=given)
+    assert seen and all(s is given for s in seen)
+
+
 def test_the_method_comparison_and_the_chunk_size_sweep_are_reloaded_until_an_input_changes(
         indexed, settings, tmp_path, monkeypatch):
     from ragft_helpers import corpus, retrieval_metrics
