@@ -226,8 +226,9 @@ widgets.chat_widget(model=base.model, tokenizer=base.tokenizer, collection=colle
 #    chunks, and accuracy differences of a question or two (inside the intervals) at this size.
 # 3. **Which phrasing gains?** From `table`, compute each system's free-form accuracy on the
 #    canonical questions and on the variants. Does RAFT help more on the clean questions or on
-#    the way people type? In the reference run (`docs/results-laptop.md`) RAFT LoRA + RAG gained
-#    on the variants (0.28 → 0.50) and not on the canonical questions (0.50 → 0.50).
+#    the way people type? Compare with the reference runs in `benchmarks/README.md` ("Retrieval-
+#    augmented fine-tuning"): expect a gain of a few questions on one phrasing or both, each
+#    inside its interval.
 # 4. Find a held-out question RAFT LoRA + RAG gets wrong although the oracle chunk was retrieved
 #    (the `sources` column lists the retrieved chunks). Is the answer in one sentence of the chunk,
 #    or spread over two? Expect both kinds: a quoted wrong sentence (a reading error), or an
