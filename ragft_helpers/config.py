@@ -173,7 +173,7 @@ PROFILES: dict[str, Profile] = {
         micro_batch_size=1,  # with Adafactor, keeps notebook 02 under 3 GB of memory
         optimizer="adafactor",
         # 128 steps, not 64: at 64 the LoRA reader tied base + RAG on seed 42 and fell below it on
-        # seed 1 (benchmarks/README.md, "The laptop reader").
+        # seed 1 (benchmarks/README.md, "The laptop readers with 128 steps").
         raft_max_steps=128,
         raft_learning_rate=1e-4,
         raft_eval_questions=24,

@@ -7,8 +7,8 @@ weights (every tensor, so a retrained or perturbed model is a new key), its toke
 retrieval index (every chunk id, text and metadata, and which of its notices are in force on the
 date notices are judged against), the settings (profile budgets, seed), the questions, and the
 source of this package with the versions of torch and transformers (so a changed scorer never
-reloads an old result). A re-run of a notebook
-therefore reloads its scores in a second, and anything that changes a score scores again.
+reloads an old result). A re-run of a notebook therefore reloads its scores in a second, and
+anything that changes a score scores again.
 
 Results live in ``RAGFT_CACHE_DIR/scores/<system>-<key>.pkl``; deleting the folder is always safe.
 """
