@@ -13,7 +13,7 @@ from ragft_helpers.config import Provenance, Settings, get_settings, set_seed
 from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.training import (build_trainer, log_history_frame, tokenize_and_group, train,
                                     training_spec)
-from ragft_helpers.wikitext import load_wikitext
+from ragft_helpers.wikitext import SOURCE_FOLDER, folder_key, load_wikitext
 
 WIKITEXT_FINETUNED = "wikitext-finetuned"
 HOW_TO_CREATE = ("Run notebook 02 (fine-tuning on WikiText) or `ragft finetune --save-as "
@@ -33,11 +33,20 @@ class FinetuneRun:
     lm_datasets: Any  # the tokenized, grouped DatasetDict
 
 
+def dataset_key(dataset: Provenance, settings: Settings) -> str:
+    """Where ``dataset`` came from, as a part of a run's key: a ``RAGFT_WIKITEXT_DIR`` folder by
+    the text of its files (:func:`~ragft_helpers.wikitext.folder_key`), anything else by
+    :func:`~ragft_helpers.checkpoints.portable_location`."""
+    if dataset.source == SOURCE_FOLDER:
+        return folder_key(Path(dataset.location))
+    return portable_location(dataset.location, settings)
+
+
 def run_spec(settings: Settings, model: Provenance, dataset: Provenance) -> dict[str, Any]:
     """What a WikiText run's result depends on: the training budgets, the base model, the data."""
     return {**training_spec(settings), "model": model.name,
             "model_source": portable_location(model.location, settings), "dataset": dataset.name,
-            "dataset_source": portable_location(dataset.location, settings)}
+            "dataset_source": dataset_key(dataset, settings)}
 
 
 def default_run_dir(settings: Settings, model: Provenance, dataset: Provenance) -> Path:

@@ -15,6 +15,7 @@ line is the empty string. The profile's ``train_max_chars`` caps the training sp
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -134,6 +135,16 @@ def split_by_articles(lines: list[str]) -> tuple[list[str], list[str], int, int]
 def raw_files(folder: Path) -> dict[str, Path]:
     """The ``wiki.*.raw`` files present in ``folder``, by split name."""
     return {split: folder / name for split, name in RAW_FILES.items() if (folder / name).is_file()}
+
+
+def folder_key(folder: Path) -> str:
+    """A key for the text of ``folder``'s ``wiki.*.raw`` files, not for where the folder is: the
+    same files copied elsewhere (another checkout, CI's ``../shared``) give the same key."""
+    digest = hashlib.sha256()
+    for split, path in sorted(raw_files(folder).items()):
+        digest.update(f"{split}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return f"{SOURCE_FOLDER}:{digest.hexdigest()[:16]}"
 
 
 def _missing_files_message(folder: Path, problem: str) -> str:

@@ -258,3 +258,23 @@ def test_hub_dataset_comes_before_the_folder_which_is_still_checked(tmp_path, mo
     assert provenance.source == wikitext.SOURCE_FOLDER and "offline" in provenance.note
     with pytest.raises(wikitext.WikiTextError, match="does not exist"):
         wikitext.load_wikitext(settings_for(tmp_path / "nowhere", tmp_path), verbose=False)
+
+
+def test_a_wikitext_folder_is_keyed_by_its_text_not_its_path(tmp_path, no_hub_dataset):
+    """The same wiki.*.raw files in another folder (another checkout, CI's ../shared) reload the
+    WikiText run trained on them; changed text trains anew."""
+    from ragft_helpers.finetune_wikitext import default_run_dir
+
+    def run_dir(folder: Path) -> Path:
+        settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path / "cache"),
+                                 "RAGFT_WIKITEXT_DIR": str(folder)})
+        _, dataset = wikitext.load_wikitext(settings, verbose=False)
+        assert dataset.source == wikitext.SOURCE_FOLDER
+        model = replace(dataset, kind="model", name="m", location="m")  # the same in every run
+        return default_run_dir(settings, model, dataset)
+
+    for name in ("here", "there"):
+        write_raw(tmp_path / name, "wiki.train.raw", range(0, 20))
+    write_raw(tmp_path / "changed", "wiki.train.raw", range(1, 21))
+    assert run_dir(tmp_path / "here") == run_dir(tmp_path / "there")
+    assert run_dir(tmp_path / "changed") != run_dir(tmp_path / "here")
