@@ -4,9 +4,11 @@
     python benchmarks/bench_notebooks.py --profile smoke 02 04            # some of them
 
 Peak memory is the largest resident set (RSS) of the kernel process tree, sampled every 0.2 s.
-Writes benchmarks/results/notebooks-<profile>.md, with each notebook's slowest cells (from the
-execution timestamps nbclient records) to show where the time goes, and the cell during which
-each notebook's memory peaked (the samples taken between that cell's timestamps).
+Writes benchmarks/results/notebooks-<profile>.md (or ``--output``): the machine (CPU, matmul
+GFLOP/s, training precision, which ``ragft doctor`` compares with its own), each notebook's
+slowest cells (from the execution timestamps nbclient records) to show where the time goes, and
+the cell during which each notebook's memory peaked (the samples taken between that cell's
+timestamps).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from ragft_helpers.config import get_settings
+from ragft_helpers.machine import cpu_model, matmul_rates
 from ragft_helpers.training import training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +125,11 @@ def main() -> int:
     parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 02 04 (default: all)")
     parser.add_argument("--profile", default="laptop")
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the results file (default: results/notebooks-<profile>[-numbers].md)")
     args = parser.parse_args()
     rows = measure(args.numbers, args.profile, args.timeout)
+    precision = training_precision(get_settings())
     failed = any(row[3] != "ok" for row in rows)
     total_minutes = sum(r[1] for r in rows) / 60
     max_peak = max(r[2] for r in rows)
@@ -136,7 +142,7 @@ def main() -> int:
         f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM, "
         f"{platform.machine()}, Python {platform.python_version()}; "
         f"WikiText from {os.environ.get('RAGFT_WIKITEXT_DIR') or 'the default chain'}; "
-        f"training precision {training_precision(get_settings())}.",
+        f"CPU {cpu_model()}, {matmul_rates(precision)}; training precision {precision}.",
         "",
         "| notebook | minutes | peak RSS (GB) | result |",
         "| --- | ---: | ---: | --- |",
@@ -164,7 +170,7 @@ def main() -> int:
             lines.append(f"| {name[:2]} | `{first_line.replace('|', '/')}` | {peak_gb:.2f} |")
     RESULTS.mkdir(exist_ok=True)
     suffix = "-".join(args.numbers)
-    target = RESULTS / f"notebooks-{args.profile}{'-' + suffix if suffix else ''}.md"
+    target = args.output or RESULTS / f"notebooks-{args.profile}{'-' + suffix if suffix else ''}.md"
     target.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 1 if failed else 0

@@ -25,10 +25,11 @@ Speed ratios are given by wall time and by the CPU time of this process (with on
 the CPU time is the work done, which other jobs on the cores inflate far less than wall time).
 
     python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 24] [--threads N] [--bf16]
+                                   [--output FILE]
 
 Prints a Markdown table, writes it to benchmarks/results/rag.md and puts it, with the command,
 in the "## Retrieval and RAG" section of benchmarks/README.md (the other sections are left as
-they are).
+they are); with ``--output``, writes the table there only (a measurement of another machine).
 """
 from __future__ import annotations
 
@@ -395,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="answerable questions for the answer and multiple-choice measures")
     parser.add_argument("--bf16", action="store_true",
                         help="also answer them with a bf16 copy of the model (agreement, speed)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write the table here and leave benchmarks/README.md as it is "
+                             "(default: results/rag.md, and the README's section is updated)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = torch's default, one per core)")
     args = parser.parse_args(argv)
@@ -446,9 +450,11 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     report = results_file(results, command)
     print(report)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report, encoding="utf-8")
-    update_readme(readme_section(results, command))
+    output = args.output or RESULTS
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report, encoding="utf-8")
+    if args.output is None:
+        update_readme(readme_section(results, command))
     shutil.rmtree(WORK, ignore_errors=True)
     return results
 

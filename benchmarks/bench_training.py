@@ -31,7 +31,7 @@ from pathlib import Path
 # ragft_helpers first: it switches the HF libraries to offline mode when the hub is unreachable
 from ragft_helpers.config import get_settings, set_seed
 from ragft_helpers.lm import count_parameters
-from ragft_helpers.machine import cpu_threads
+from ragft_helpers.machine import cpu_threads, matmul_gflops
 from ragft_helpers.training import build_trainer, mixed_precision
 
 import torch
@@ -41,19 +41,6 @@ from transformers import Trainer, TrainerCallback
 RESULTS = Path(__file__).resolve().parent / "results" / "training.md"
 TARGET_RATIO = 0.90
 TINY_VOCAB = 8192
-
-
-def matmul_gflops(size: int = 1024, repeats: int = 20, dtype=torch.float32) -> float:
-    """Best GFLOP/s of ``torch.mm`` on two size × size ``dtype`` matrices over ``repeats`` runs."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        torch.mm(a, b)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        seconds.append(time.perf_counter() - start)
-    return 2 * size**3 / min(seconds) / 1e9
 
 
 def tiny_model_and_tokenizer():
@@ -146,7 +133,7 @@ def measure(args, gflops: float | None = None) -> dict:
     set_seed(settings.seed)
     precision = mixed_precision(settings.precision, "cpu") or "fp32"
     gflops = gflops or matmul_gflops()
-    train_gflops = matmul_gflops(dtype=torch.bfloat16) if precision == "bf16" else gflops
+    train_gflops = matmul_gflops(precision="bf16") if precision == "bf16" else gflops
     if args.tiny:
         base_model, tokenizer, model_name = tiny_model_and_tokenizer()
     else:

@@ -35,6 +35,7 @@ import bench_notebooks  # noqa: E402
 import bench_rag  # noqa: E402  (imports ragft_helpers first: offline mode when the hub is unreachable)
 import bench_training  # noqa: E402
 import torch  # noqa: E402
+from ragft_helpers.machine import matmul_gflops  # noqa: E402
 
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_PNG = HERE / "RESULTS.png"
@@ -210,7 +211,7 @@ def chart(stages: list[dict], path: Path) -> None:
 
 def main() -> int:
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    gflops = bench_training.matmul_gflops()
+    gflops = matmul_gflops()
     training = bench_training.measure(bench_training.parse_args(TRAINING_ARGS), gflops=gflops)
     rag = bench_rag.main(RAG_ARGS)
     docs = bench_docs.run(bench_docs.K)

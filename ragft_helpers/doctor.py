@@ -11,15 +11,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragft_helpers import assets, hub, results, wikitext
+from ragft_helpers import assets, hub, results, speed, wikitext
 from ragft_helpers.config import ConfigError, Settings, ensure_writable_dir, get_settings
-from ragft_helpers.machine import device_description
+from ragft_helpers.machine import device_description, matmul_gflops, torch_device
+from ragft_helpers.training import training_precision
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sentence-transformers", "peft",
             "gguf", "chromadb", "bm25s", "jupyterlab", "ipywidgets", "matplotlib", "pandas", "nbval")
 
-BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SQLITE_MINIMUM = (3, 35, 0)  # chromadb refuses to import with an older SQLite
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+SLOW_MACHINE = 1.5  # times slower than the measuring machine at which the doctor gives advice
 MEMORY_ADVICE_GB = 4.0  # the benchmarks' target for any one notebook's peak memory
 # Every notebook and solution run once at `smoke` leaves 6.2 GB in RAGFT_CACHE_DIR: the converted
 # model and ten copies of its weights at 0.5 GB each (the saved fine-tunes and the last checkpoint
@@ -233,12 +235,55 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         checks.append(Check("cache folder", str(settings.cache_dir), False, str(err)))
     checks.append(index_check(settings))
     checks.extend(_asset_checks(settings))
-    measured = BENCHMARK_RESULTS / f"notebooks-{settings.profile.name}.md"
-    checks.append(Check("expected runtime", f"per notebook on a 2-core CPU: {measured}"
-                        if measured.is_file() else
-                        f"not measured for profile '{settings.profile.name}'"))
+    checks.append(speed_check(settings))
     checks.append(reference_check(settings))
     return checks
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _span(low: float, high: float) -> str:
+    shorter, longer = _duration(low), _duration(high)
+    return shorter if shorter == longer else f"{shorter} to {longer}"
+
+
+def speed_check(settings: Settings, *, fp32_gflops: float | None = None,
+                training_gflops: float | None = None, precision: str | None = None,
+                results_dir: Path | None = None) -> Check:
+    """This CPU's matmul speed against the machine the workbook's times were measured on, and the
+    profile's whole workbook scaled to it (:func:`ragft_helpers.speed.estimate`). The measurement
+    takes about a second; the keyword arguments replace it and where the run is read."""
+    if torch_device() != "cpu":
+        return Check("machine speed", f"{device_description()}: the run times of the 2-core CPU "
+                                      "they were measured on do not apply")
+    precision = precision or training_precision(settings)
+    fp32_gflops = fp32_gflops or matmul_gflops(repeats=10)
+    if training_gflops is None:
+        training_gflops = (fp32_gflops if precision == "fp32" else
+                           matmul_gflops(repeats=10, precision=precision))
+    here = (f"fp32 matmul {fp32_gflops:.0f} GFLOP/s, training in {precision} "
+            f"({training_gflops:.0f} GFLOP/s)")
+    reference = speed.reference_run(settings.profile.name, results_dir)
+    if reference is None:
+        return Check("machine speed", f"{here}; no measured run of profile "
+                                      f"'{settings.profile.name}' to compare with")
+    found = speed.estimate(reference, fp32_gflops, precision, training_gflops)
+    value = (f"{here}; the measuring machine: fp32 {reference.rates['fp32']:.0f}, training in "
+             f"{reference.precision} ({reference.rates[reference.precision]:.0f}) → inference "
+             f"{found.inference:.1f}×, training {found.training:.1f}× its time; profile "
+             f"'{settings.profile.name}' took {_duration(reference.minutes)} there "
+             f"({reference.source.name}): about {_span(found.low_minutes, found.high_minutes)} here")
+    notebooks = len(list(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+    if reference.notebooks < notebooks:
+        value += f" (that run has {reference.notebooks} of today's {notebooks} notebooks: more)"
+    fix = ""
+    if min(found.inference, found.training) >= SLOW_MACHINE:
+        smoke = "" if settings.profile.name == "smoke" else "the smoke profile (RAGFT_PROFILE=smoke), "
+        fix = ("the workbook's times were measured on a faster CPU: plan for the estimate here, or "
+               f"use {smoke}a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU")
+    return Check("machine speed", value, True, fix)
 
 
 def reference_check(settings: Settings, results_dir: Path | None = None,

@@ -7,6 +7,7 @@ import gc
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,49 @@ def cpu_threads() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision names → torch dtypes
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20, precision: str = "fp32") -> float:
+    """Best GFLOP/s of ``torch.mm`` on two size × size matrices in ``precision`` ("fp32", "bf16"
+    or "fp16") over ``repeats`` runs: the compute ceiling of a model's forward and backward."""
+    import torch
+
+    dtype = getattr(torch, DTYPES[precision])
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / min(seconds) / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matmul_rates(training: str) -> str:
+    """This machine's matmul GFLOP/s in fp32 and in the ``training`` precision, as the benchmark
+    tables record them (``ragft doctor`` reads them back to compare machines)."""
+    line = f"fp32 matmul (1024×1024, best of 20): **{matmul_gflops():.1f} GFLOP/s**"
+    if training != "fp32":
+        line += (f", {training} matmul (1024×1024, best of 20): "
+                 f"**{matmul_gflops(precision=training):.1f} GFLOP/s**")
+    return line
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:

@@ -1,5 +1,5 @@
 """The doctor's checks for the problems students hit most: SQLite, torch build, memory, the index
-lock, the Chroma server and the Jupyter kernel."""
+lock, the Chroma server, the Jupyter kernel and a CPU slower than the one the times come from."""
 import json
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import pytest
 
 from ragft_helpers import doctor
 from ragft_helpers.config import get_settings
+from tests.recorded_runs import recorded_run
 
 
 def test_sqlite_older_than_chroma_needs_is_a_problem_with_a_fix():
@@ -40,6 +41,27 @@ def test_little_free_memory_is_advice_not_a_failure():
     low = doctor.memory_check(8.0, 2.0)
     assert low.ok and "Shut Down Kernel" in low.fix and "2.0 GB available" in low.value
     assert not doctor.memory_check(24.0, 18.0).fix
+
+
+def test_a_cpu_without_native_bf16_is_told_how_much_longer_the_workbook_takes(tmp_path):
+    settings = get_settings({"RAGFT_PROFILE": "laptop"})
+    slow = doctor.speed_check(settings, fp32_gflops=65.0, precision="fp32",
+                              results_dir=recorded_run(tmp_path))
+    # inference 202.1 / 65 = 3.1×; training: fp32 at 202.1 / 65, and the Trainer trained 249 / 184
+    # times faster in bf16 than in fp32 there: 4.2×. 101.8 min there is 5.3 to 7.1 h here.
+    assert "inference 3.1×, training 4.2×" in slow.value and "5.3 h to 7.1 h here" in slow.value
+    assert slow.ok and "RAGFT_PROFILE=smoke" in slow.fix and "AVX512-BF16" in slow.fix
+    assert "2 of today's" in slow.value  # the recorded run lacks the newer notebooks
+    same = doctor.speed_check(settings, fp32_gflops=202.1, training_gflops=446.1, precision="bf16",
+                              results_dir=recorded_run(tmp_path))
+    assert "1.0×" in same.value and "about 1.7 h here" in same.value and not same.fix
+    alone = doctor.speed_check(settings, fp32_gflops=65.0, precision="fp32",
+                               results_dir=tmp_path / "nothing")
+    assert "65 GFLOP/s" in alone.value and "no measured run" in alone.value
+    smoke = doctor.speed_check(get_settings({"RAGFT_PROFILE": "smoke"}), fp32_gflops=65.0,
+                               precision="fp32", results_dir=recorded_run(tmp_path))
+    assert "no measured run of profile 'smoke'" in smoke.value  # only laptop was recorded
+    assert doctor.speed_check(settings).value.startswith("fp32 matmul")  # measured here
 
 
 def test_the_lock_file_is_the_one_the_store_takes(tmp_path):

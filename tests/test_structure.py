@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ragft_helpers"
 # Bottom to top: a module may import only modules listed before it. The README draws the same.
 LAYERS = [
     ["config", "hub", "machine"],  # settings and the machine; no ragft_helpers imports
-    ["server", "assets", "wikitext"],  # where things come from
+    # where things come from; this CPU's speed against the machine the benchmarks ran on
+    ["server", "assets", "wikitext", "speed"],
     # folders keyed by settings; finished work (scores, examples, tables) saved under a key of
     # what it depends on
     ["checkpoints", "score_cache"],

@@ -5,7 +5,8 @@
 # machine in front of you can run the whole workbook — and tells you exactly what it will use.
 #
 # **Learning goals**
-# - Read the doctor's report: packages, device, memory, disk, and what to fix.
+# - Read the doctor's report: packages, device, memory, disk, and what to fix; estimate how long
+#   the workbook takes on this machine.
 # - Know which language model and embedding model this workbook resolved, and *where they came
 #   from* (the Hugging Face Hub, a local cache, or the bundled offline copies).
 # - Understand the three profiles (`smoke`, `laptop`, `full`) and how to switch between them.
@@ -43,6 +44,24 @@ report
 # Checkpoint: every check passes on a machine that can run the workbook.
 problems = report[~report["ok"]]
 assert problems.empty, f"Fix these first:\n{problems[['check', 'fix']].to_string()}"
+
+# %% [markdown]
+# ### How long the workbook takes on this machine
+# The `machine speed` row times a matrix multiplication, the operation that dominates every model
+# in this workbook, and compares the rate with that of the machine the workbook's run times were
+# measured on (`benchmarks/results/`). Reading a prompt or scoring an answer (inference) runs in
+# fp32 and scales with the first ratio; training scales with the second, because it runs in
+# bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX, found on recent server CPUs and
+# few laptops) and in fp32 elsewhere. A profile's total therefore lies between the two estimates.
+
+# %%
+speed = report.set_index("check").loc["machine speed"]
+print(speed["value"])
+print(speed["fix"] or "no advice: this machine is about as fast as the one that measured the times")
+
+# %%
+# Checkpoint: the rate was measured on this machine, not read from a file.
+assert speed["value"].startswith("fp32 matmul") and "GFLOP/s" in speed["value"], speed["value"]
 
 # %% [markdown]
 # ## Step 3 — The resolved assets, with provenance
@@ -140,6 +159,8 @@ slider.value = 0.7
 # %% [markdown]
 # ## Summary
 # - The doctor checks packages, device, memory, disk and assets, and names a fix for each problem.
+# - The run times in this workbook were measured on one machine; the machine speed row scales them
+#   to yours from a measured matmul rate, inference and training separately.
 # - Every model the workbook uses is resolved through a chain and reported with its source, so you
 #   always know whether you are looking at GPT-2 or at the bundled offline model.
 # - Profiles trade runtime for budget; the code path is the same for all of them.
@@ -168,3 +189,5 @@ slider.value = 0.7
 #    out, and what value would a blind guess give?
 # 5. The bundled model ships as a quantized GGUF file. Why does the workbook convert it into a
 #    plain checkpoint, and which checkpoint of step 3 would fail without that conversion?
+# 6. The machine speed row gives two slow-downs, one for inference and one for training. Why can
+#    training be slowed down more than inference on a CPU without native bf16?

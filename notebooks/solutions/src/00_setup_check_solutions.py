@@ -189,3 +189,8 @@ assert laptop.train_max_steps > smoke.train_max_steps and ratio >= 10
 #    dequantized weights in. The last checkpoint of step 3,
 #    `getattr(language_model.model, "hf_quantizer", None) is None` ("the model must be
 #    trainable"), would fail without it.
+# 6. **Two slow-downs.** Inference runs in fp32 on every CPU, so it scales with the ratio of fp32
+#    matmul rates. Training runs in the fastest precision each machine computes natively: bf16 on
+#    the measuring machine (about twice its fp32 rate), fp32 on a CPU without AVX512-BF16 or AMX,
+#    where bf16 is emulated and far slower than fp32. Such a CPU loses the fp32 gap *and* the
+#    bf16 speed-up in training.
