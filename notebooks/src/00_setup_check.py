@@ -57,11 +57,15 @@ assert problems.empty, f"Fix these first:\n{problems[['check', 'fix']].to_string
 # %%
 speed = report.set_index("check").loc["machine speed"]
 print(speed["value"])
-print(speed["fix"] or "no advice: this machine is about as fast as the one that measured the times")
+if speed["fix"]:
+    print("advice:", speed["fix"])
 
 # %%
-# Checkpoint: the rate was measured on this machine, not read from a file.
-assert speed["value"].startswith("fp32 matmul") and "GFLOP/s" in speed["value"], speed["value"]
+# Checkpoint: on a CPU, the rate was measured on this machine (a GPU is not compared).
+from ragft_helpers.machine import torch_device
+
+measured_here = speed["value"].startswith("fp32 matmul") and "GFLOP/s" in speed["value"]
+assert measured_here or torch_device() != "cpu", speed["value"]
 
 # %% [markdown]
 # ## Step 3 — The resolved assets, with provenance
