@@ -19,13 +19,15 @@ Measured in one run on the knowledge base in ``data/knowledge`` (default chunkin
 - batched multiple choice (``scoring.choose_options``, the profile's ``choice_batch_size``)
   against ``scoring.choose_option`` per question, with and without the retrieved chunks in the
   prompt: agreement of the choices, largest score difference, speed ratio;
-- with ``--bf16``, the one-by-one answers of a bf16 copy of the model: agreement and speed.
+- with ``--bf16``, the one-by-one answers of a bf16 copy of the model: agreement and speed;
+- with ``--lookup N ...``, the one-by-one answers with prompt lookup proposing N tokens instead of
+  ``rag.PROMPT_LOOKUP``: agreement with token by token, and speed.
 
 Speed ratios are given by wall time and by the CPU time of this process (with one torch thread,
 the CPU time is the work done, which other jobs on the cores inflate far less than wall time).
 
     python benchmarks/bench_rag.py [--repeats 2] [--queries 263] [--answers 24] [--threads N] [--bf16]
-                                   [--output FILE]
+                                   [--lookup N ...] [--output FILE]
 
 Prints a Markdown table, writes it to benchmarks/results/rag.md and puts it, with the command,
 in the "## Retrieval and RAG" section of benchmarks/README.md (the other sections are left as
@@ -43,6 +45,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
 from ragft_helpers import raft, rag, retrieval, retrieval_metrics, scoring, store
@@ -167,9 +170,10 @@ def p50(values) -> float:
 
 
 def measure_answers(resolved, collection, questions: list[str], settings, index_settings,
-                    bf16: bool) -> dict:
+                    bf16: bool, lookups: Sequence[int] = ()) -> dict:
     """Free-form answers with the model of ``resolved`` on the index of ``index_settings``: one by
-    one (as the chat and ``ragft ask`` answer), token by token, in batches, and optionally in bf16."""
+    one (as the chat and ``ragft ask`` answer), token by token, in batches, optionally in bf16,
+    and with prompt lookup proposing each of ``lookups`` tokens instead of the default."""
     options = dict(model=resolved.model, tokenizer=resolved.tokenizer, collection=collection,
                    max_new_tokens=min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
                    settings=index_settings, threshold=0.0)
@@ -199,6 +203,13 @@ def measure_answers(resolved, collection, questions: list[str], settings, index_
         "batched_ratio": sum(reference_walls) / batched_wall,
         "batched_cpu_ratio": sum(reference_cpus) / batched_cpu,
     }
+    result["lookups"] = []
+    for proposed in lookups:
+        others, other_walls, other_cpus = one_by_one(questions, {**options, "prompt_lookup": proposed})
+        result["lookups"].append({
+            "tokens": proposed, "agreement": agreement([r.text for r in others], reference_texts),
+            "p50": p50(other_walls), "ratio": sum(reference_walls) / sum(other_walls),
+            "cpu_ratio": sum(reference_cpus) / sum(other_cpus)})
     if bf16:
         low = copy.deepcopy(resolved.model).to(torch.bfloat16)
         rag.answer(questions[0], **{**options, "model": low})  # warm-up
@@ -288,6 +299,11 @@ def results_table(r: dict) -> str:
         f"≥ {TARGETS['batched_speedup']:g}× | "
         f"{verdict(min(r['batched_ratio'], r['batched_cpu_ratio']) >= TARGETS['batched_speedup'])} |",
     ]
+    for other in r.get("lookups", []):
+        rows.append(
+            f"| prompt lookup of {other['tokens']} tokens instead of {rag.PROMPT_LOOKUP} vs token by "
+            f"token | answers agree on {other['agreement']:.0%}; p50 {other['p50']:.2f} s, "
+            f"{other['ratio']:.2f}× by wall time ({other['cpu_ratio']:.2f}× by CPU time) | | |")
     for c in r["choices"]:
         prompt = f"k = {r['k']} chunks" if c["retrieval"] else "no retrieval"
         rows.append(
@@ -396,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="answerable questions for the answer and multiple-choice measures")
     parser.add_argument("--bf16", action="store_true",
                         help="also answer them with a bf16 copy of the model (agreement, speed)")
+    parser.add_argument("--lookup", type=int, nargs="*", default=[],
+                        help="also answer one by one with prompt lookup proposing these many tokens")
     parser.add_argument("--output", type=Path, default=None,
                         help="write the table here and leave benchmarks/README.md as it is "
                              "(default: results/rag.md, and the README's section is updated)")
@@ -422,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
     sample = answerable[::step][:args.answers]
     resolved = load_causal_lm(settings)
     answers = measure_answers(resolved, collection, [q.question for q in sample], settings, local,
-                              args.bf16)
+                              args.bf16, args.lookup)
     choices = measure_choices(resolved, collection, sample, settings, local)
 
     results = {

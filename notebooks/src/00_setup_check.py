@@ -51,8 +51,8 @@ assert problems.empty, f"Fix these first:\n{problems[['check', 'fix']].to_string
 # in this workbook, and compares the rate with that of the machine the workbook's run times were
 # measured on (`benchmarks/results/`). Reading a prompt or scoring an answer (inference) runs in
 # fp32 and scales with the first ratio; training scales with the second, because it runs in
-# bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX, found on recent server CPUs and
-# few laptops) and in fp32 elsewhere. A profile's total therefore lies between the two estimates.
+# bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX: recent server CPUs and some
+# laptops) and in fp32 elsewhere. A profile's total therefore lies between the two estimates.
 
 # %%
 speed = report.set_index("check").loc["machine speed"]
