@@ -26,7 +26,8 @@ from pathlib import Path
 import psutil
 
 from ragft_helpers.config import get_settings
-from ragft_helpers.machine import cpu_model, matmul_rates
+from ragft_helpers.machine import cpu_model
+from ragft_helpers.speed import measured_rates
 from ragft_helpers.training import training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def main() -> int:
         f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM, "
         f"{platform.machine()}, Python {platform.python_version()}; "
         f"WikiText from {os.environ.get('RAGFT_WIKITEXT_DIR') or 'the default chain'}; "
-        f"CPU {cpu_model()}, {matmul_rates(precision)}; training precision {precision}.",
+        f"CPU {cpu_model()}, {measured_rates(precision)}; training precision {precision}.",
         "",
         "| notebook | minutes | peak RSS (GB) | result |",
         "| --- | ---: | ---: | --- |",

@@ -32,6 +32,7 @@ from pathlib import Path
 from ragft_helpers.config import get_settings, set_seed
 from ragft_helpers.lm import count_parameters
 from ragft_helpers.machine import cpu_threads, matmul_gflops
+from ragft_helpers.speed import rate_record
 from ragft_helpers.training import build_trainer, mixed_precision
 
 import torch
@@ -188,7 +189,7 @@ def report(r: dict) -> str:
         f"1-minute load average before the run {r['load_before']:.1f} (well above 0 means other "
         "work shared the cores).",
         "",
-        f"{r['precision']} matmul (1024×1024, best of 20): **{r['train_gflops']:.1f} GFLOP/s** → limit ≈ "
+        f"{rate_record(r['precision'], r['train_gflops'])} → limit ≈ "
         f"GFLOP/s·1e9 / (6 × parameters) = **{r['limit']:,.0f} tokens/s**.",
         "",
         "| path | fastest step (s) | median step (s) | tokens/s (fastest) | fraction of limit |",

@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import platform
 import sys
 import threading
 import time
@@ -63,8 +64,6 @@ def matmul_gflops(size: int = 1024, repeats: int = 20, precision: str = "fp32") 
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -72,16 +71,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def matmul_rates(training: str) -> str:
-    """This machine's matmul GFLOP/s in fp32 and in the ``training`` precision, as the benchmark
-    tables record them (``ragft doctor`` reads them back to compare machines)."""
-    line = f"fp32 matmul (1024×1024, best of 20): **{matmul_gflops():.1f} GFLOP/s**"
-    if training != "fp32":
-        line += (f", {training} matmul (1024×1024, best of 20): "
-                 f"**{matmul_gflops(precision=training):.1f} GFLOP/s**")
-    return line
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:

@@ -6,8 +6,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragft_helpers.machine import matmul_gflops
+
 BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
+MATMUL_SIZE, MATMUL_REPEATS = 1024, 20  # the benchmarks' matmul measurement
 _MATMUL_RATE = re.compile(r"(\w+) matmul \(1024×1024, best of \d+\): \*\*([\d.]+) GFLOP/s\*\*")
 _TRAINING_PRECISION = re.compile(r"and (\w+) in both")
 _TRAINER_TOKENS = re.compile(r"^\| Trainer \(`build_trainer`\) \| [\d.]+ \| [\d.]+ \| ([\d,]+) \|",
@@ -15,6 +18,21 @@ _TRAINER_TOKENS = re.compile(r"^\| Trainer \(`build_trainer`\) \| [\d.]+ \| [\d.
 _PROFILE_TOTAL = re.compile(r"^\| \*\*total\*\* \| \*\*([\d.]+)\*\*", re.MULTILINE)
 _PROFILE_PRECISION = re.compile(r"training precision (\w+)")
 _PROFILE_NOTEBOOK = re.compile(r"^\| \d\d_\w+\.ipynb \|", re.MULTILINE)
+
+
+def rate_record(precision: str, gflops: float) -> str:
+    """A matmul rate as the benchmarks' results files record it, and :func:`reference_run` reads it."""
+    size = f"{MATMUL_SIZE}×{MATMUL_SIZE}"
+    return f"{precision} matmul ({size}, best of {MATMUL_REPEATS}): **{gflops:.1f} GFLOP/s**"
+
+
+def measured_rates(training: str) -> str:
+    """This machine's matmul rates in fp32 and, when it trains in another precision, in that one,
+    recorded as :func:`rate_record` writes them."""
+    records = [rate_record("fp32", matmul_gflops(MATMUL_SIZE, MATMUL_REPEATS))]
+    if training != "fp32":
+        records.append(rate_record(training, matmul_gflops(MATMUL_SIZE, MATMUL_REPEATS, training)))
+    return ", ".join(records)
 
 
 @dataclass(frozen=True)
