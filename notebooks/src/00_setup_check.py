@@ -53,6 +53,8 @@ assert problems.empty, f"Fix these first:\n{problems[['check', 'fix']].to_string
 # fp32 and scales with the first ratio; training scales with the second, because it runs in
 # bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX: recent server CPUs and some
 # laptops) and in fp32 elsewhere. A profile's total therefore lies between the two estimates.
+# Other work on the cores (another kernel training, a video call) lowers the measured rate: for
+# a fair estimate, run this step when the machine is otherwise idle.
 
 # %%
 speed = report.set_index("check").loc["machine speed"]
