@@ -35,7 +35,8 @@ def report(step: str) -> None:
 
 
 def run(args) -> None:
-    settings = get_settings().with_budgets(raft_max_steps=args.steps, raft_eval_questions=args.questions,
+    settings = get_settings().with_budgets(raft_max_steps=args.steps, raft_full_max_steps=args.steps,
+                                           raft_eval_questions=args.questions,
                                            train_max_steps=args.kb_steps)
     base = assets.load_causal_lm(settings, verbose=False)
     questions = qa.load_questions()

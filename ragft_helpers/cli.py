@@ -73,6 +73,16 @@ def _model_name(text: str) -> str:
     return text
 
 
+def _leave_process_group() -> None:
+    """End the process group a ``torchrun`` launch opened, once training is over: a process that
+    exits with the group alive can abort in Gloo's threads ("terminate called without an active
+    exception"). Called only after training succeeded, so no rank waits on a rank that failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cmd_finetune(args) -> int:
     """Fine-tune the language model on WikiText with the budgets of RAGFT_PROFILE.
 
@@ -82,6 +92,7 @@ def cmd_finetune(args) -> int:
     settings = get_settings()
     run = finetune_wikitext.finetune_on_wikitext(settings, output_dir=args.output_dir,
                                         resume=not args.no_resume, max_steps=args.max_steps)
+    _leave_process_group()
     if not run.trainer.is_world_process_zero():
         return 0
     for provenance in run.provenance:

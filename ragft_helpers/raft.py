@@ -265,7 +265,7 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
     """What a reader's weights depend on: budgets, RAFT settings, base model, training data."""
     base = causal_lm_candidates(settings)[0][0]
     profile = settings.profile
-    spec = {**training_spec(settings), "reader": name, "raft_max_steps": profile.raft_max_steps,
+    spec = {**training_spec(settings), "reader": name, "raft_max_steps": reader_steps(name, settings),
             "raft_learning_rate": profile.raft_learning_rate, "rag_k": profile.rag_k,
             "raft_abstain_share": profile.raft_abstain_share,
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
@@ -276,6 +276,15 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
         spec.update(lora_rank=profile.lora_rank, optimizer=reader_optimizer(name, settings),
                     lora_learning_rate_factor=profile.lora_learning_rate_factor)
     return spec
+
+
+def reader_steps(name: str, settings: Settings) -> int:
+    """Optimiser steps of reader ``name``: ``raft_full_max_steps`` for the full reader when the
+    profile sets it, else ``raft_max_steps``."""
+    profile = settings.profile
+    if name == "raft-full" and profile.raft_full_max_steps is not None:
+        return profile.raft_full_max_steps
+    return profile.raft_max_steps
 
 
 def reader_optimizer(name: str, settings: Settings) -> str | None:
@@ -313,7 +322,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     learning_rate = profile.raft_learning_rate * (profile.lora_learning_rate_factor if lora else 1)
     optimizer = reader_optimizer(name, settings)  # None: Trainer's AdamW
     with tempfile.TemporaryDirectory(prefix="raft-run-") as output_dir:
-        args = training_arguments(settings, output_dir, max_steps=profile.raft_max_steps,
+        args = training_arguments(settings, output_dir, max_steps=reader_steps(name, settings),
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))
@@ -324,7 +333,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
         cost = measured_train(trainer)
     model.eval()
     run = RaftRun(name, lora, len(examples), sum(e.oracle for e in examples) / len(examples),
-                  cost.trainable_params, cost.total_params, profile.raft_max_steps, cost.seconds,
+                  cost.trainable_params, cost.total_params, reader_steps(name, settings), cost.seconds,
                   cost.peak_memory_mb, cost.losses[0], cost.losses[-1])
     return model, tokenizer, run
 

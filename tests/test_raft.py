@@ -131,13 +131,23 @@ def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, sett
                          Provenance("model", "tiny", "test", "-"))
     examples = raft.build_examples([question(f"q{n}") for n in range(8)], collection, tokenizer,
                                    settings)
-    tuned = settings.with_budgets(raft_max_steps=30, raft_learning_rate=3e-3, train_batch_size=4)
+    tuned = settings.with_budgets(raft_max_steps=30, raft_full_max_steps=None, raft_learning_rate=3e-3,
+                                  train_batch_size=4)
     model, _, run = raft.train_reader("raft-full", examples, tuned, base=base)
     assert run.steps == 30 and run.final_loss < run.first_loss / 2
     assert 0 < run.oracle_share < 1 and run.trainable_params == run.total_params
     assert raft.reader_dir("raft-full", tuned) != raft.reader_dir("raft-full", tuned.with_budgets(
         raft_learning_rate=1e-4))
     assert raft.reader_dir("raft-lora", tuned) != raft.reader_dir("raft-lora", tuned.with_budgets(lora_rank=4))
+
+
+def test_the_full_reader_can_have_a_step_budget_of_its_own(settings):
+    both = settings.with_budgets(raft_max_steps=96, raft_full_max_steps=None)
+    split = both.with_budgets(raft_full_max_steps=48)
+    assert raft.reader_steps("raft-full", both) == raft.reader_steps("raft-lora", both) == 96
+    assert (raft.reader_steps("raft-full", split), raft.reader_steps("raft-lora", split)) == (48, 96)
+    assert raft.reader_dir("raft-full", split) != raft.reader_dir("raft-full", both)
+    assert raft.reader_dir("raft-lora", split) == raft.reader_dir("raft-lora", both)
 
 
 def test_a_missing_reader_names_what_trains_it(settings):
