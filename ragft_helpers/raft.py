@@ -321,8 +321,9 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     dataset = Dataset.from_dict({key: [row[key] for row in rows] for key in rows[0]})
     learning_rate = profile.raft_learning_rate * (profile.lora_learning_rate_factor if lora else 1)
     optimizer = reader_optimizer(name, settings)  # None: Trainer's AdamW
+    steps = reader_steps(name, settings)
     with tempfile.TemporaryDirectory(prefix="raft-run-") as output_dir:
-        args = training_arguments(settings, output_dir, max_steps=reader_steps(name, settings),
+        args = training_arguments(settings, output_dir, max_steps=steps,
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))
@@ -333,7 +334,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
         cost = measured_train(trainer)
     model.eval()
     run = RaftRun(name, lora, len(examples), sum(e.oracle for e in examples) / len(examples),
-                  cost.trainable_params, cost.total_params, reader_steps(name, settings), cost.seconds,
+                  cost.trainable_params, cost.total_params, steps, cost.seconds,
                   cost.peak_memory_mb, cost.losses[0], cost.losses[-1])
     return model, tokenizer, run
 
