@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -73,14 +74,24 @@ def _model_name(text: str) -> str:
     return text
 
 
-def _leave_process_group() -> None:
-    """End the process group a ``torchrun`` launch opened, once training is over: a process that
-    exits with the group alive can abort in Gloo's threads ("terminate called without an active
-    exception"). Called only after training succeeded, so no rank waits on a rank that failed."""
+def _exit_launched_process(code: int) -> None:
+    """End a process that ``torchrun`` or ``accelerate launch`` started, once its work is done.
+
+    With torch's CPU (Gloo) process group, both ways of ending one can fail at random:
+    ``destroy_process_group`` can deadlock (DDP's reducer frees the group while holding the GIL
+    that a Gloo worker thread is waiting for; pytorch/pytorch#56297), and a process that exits with
+    the group alive can abort in Gloo's threads ("terminate called without an active exception").
+    So every rank waits at a barrier (no collective is left in flight), flushes its output and
+    exits at once. Outside such a launch this does nothing.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_finetune(args) -> int:
@@ -92,9 +103,14 @@ def cmd_finetune(args) -> int:
     settings = get_settings()
     run = finetune_wikitext.finetune_on_wikitext(settings, output_dir=args.output_dir,
                                         resume=not args.no_resume, max_steps=args.max_steps)
-    _leave_process_group()
-    if not run.trainer.is_world_process_zero():
-        return 0
+    if run.trainer.is_world_process_zero():
+        _print_and_save(run, args, settings)
+    _exit_launched_process(0)
+    return 0
+
+
+def _print_and_save(run, args, settings) -> None:
+    """The main process's part of ``ragft finetune``: the summary, and the model if asked."""
     for provenance in run.provenance:
         print(provenance.line())
     output = run.train_output
