@@ -74,7 +74,7 @@ def _model_name(text: str) -> str:
     return text
 
 
-def _exit_launched_process(code: int) -> None:
+def _exit_launched_process() -> None:
     """End a process that ``torchrun`` or ``accelerate launch`` started, once its work is done.
 
     With torch's CPU (Gloo) process group, both ways of ending one can fail at random:
@@ -82,7 +82,7 @@ def _exit_launched_process(code: int) -> None:
     that a Gloo worker thread is waiting for; pytorch/pytorch#56297), and a process that exits with
     the group alive can abort in Gloo's threads ("terminate called without an active exception").
     So every rank waits at a barrier (no collective is left in flight), flushes its output and
-    exits at once. Outside such a launch this does nothing.
+    exits at once with status 0. Outside such a launch this does nothing.
     """
     import torch.distributed as dist
 
@@ -91,7 +91,7 @@ def _exit_launched_process(code: int) -> None:
     dist.barrier()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(0)
 
 
 def cmd_finetune(args) -> int:
@@ -105,7 +105,7 @@ def cmd_finetune(args) -> int:
                                         resume=not args.no_resume, max_steps=args.max_steps)
     if run.trainer.is_world_process_zero():
         _print_and_save(run, args, settings)
-    _exit_launched_process(0)
+    _exit_launched_process()
     return 0
 
 
