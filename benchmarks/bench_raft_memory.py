@@ -6,10 +6,11 @@
 
 The profile's settings with ``raft_max_steps``, ``raft_eval_questions`` and ``train_max_steps``
 set by the options (the memory of a step hardly depends on how many steps run). Scoring either
-keeps the base model and the LoRA reader loaded and scores the full reader and the knowledge
-fine-tune one at a time (``harness.evaluate_phrasings_loaded``, as the notebook does), or loads
-all four models at once (as it did before). Everything goes to a temporary cache (the converted
-model included), so nothing is reloaded from an earlier run.
+keeps the base model loaded and scores each fine-tuned model one at a time
+(``harness.evaluate_phrasings_loaded``, as the notebook does: the full reader, the LoRA reader
+with and without retrieval, the knowledge fine-tune), or loads all of them at once. Everything
+goes to a temporary cache (the converted model included), so nothing is reloaded from an
+earlier run.
 """
 from __future__ import annotations
 
@@ -54,23 +55,26 @@ def run(args) -> None:
         return
     _, test_questions = raft.split_questions(questions)
     sample = qa.sample(test_questions, settings.profile.raft_eval_questions, seed=settings.seed)
-    lora = raft.load_reader(raft.CHAT_READER, settings)
     with_rag = {"retrieval": True, "collection": collection}
     systems = [harness.System("base", base.model, base.tokenizer),
-               harness.System("base + RAG", base.model, base.tokenizer, **with_rag),
-               harness.System("RAFT LoRA + RAG", lora.model, lora.tokenizer, **with_rag),
-               harness.System("RAFT LoRA alone", lora.model, lora.tokenizer)]
-    loaders = {"RAFT full + RAG": lambda: raft.load_reader("raft-full", settings),
-               "KB fine-tune + RAG": lambda: injection.load_variant("kb-full", settings)}
+               harness.System("base + RAG", base.model, base.tokenizer, **with_rag)]
+    loaders = [("RAFT full + RAG", lambda: raft.load_reader("raft-full", settings), with_rag),
+               ("RAFT LoRA + RAG", lambda: raft.load_reader(raft.CHAT_READER, settings), with_rag),
+               ("KB fine-tune + RAG", lambda: injection.load_variant("kb-full", settings), with_rag),
+               ("RAFT LoRA alone", lambda: raft.load_reader(raft.CHAT_READER, settings), {})]
     start = time.perf_counter()
     if args.loading == "all-at-once":
-        loaded = {name: load() for name, load in loaders.items()}
-        systems += [harness.System(name, m.model, m.tokenizer, **with_rag) for name, m in loaded.items()]
+        lora = raft.load_reader(raft.CHAT_READER, settings)
+        full, kb = raft.load_reader("raft-full", settings), injection.load_variant("kb-full", settings)
+        systems += [harness.System("RAFT full + RAG", full.model, full.tokenizer, **with_rag),
+                    harness.System("RAFT LoRA + RAG", lora.model, lora.tokenizer, **with_rag),
+                    harness.System("KB fine-tune + RAG", kb.model, kb.tokenizer, **with_rag),
+                    harness.System("RAFT LoRA alone", lora.model, lora.tokenizer)]
         harness.evaluate_phrasings(systems, sample, settings)
     else:
         harness.evaluate_phrasings(systems, sample, settings)
-        for name, load in loaders.items():
-            harness.evaluate_phrasings_loaded(name, load, sample, settings, **with_rag)
+        for name, load, options in loaders:
+            harness.evaluate_phrasings_loaded(name, load, sample, settings, **options)
     report(f"scored six systems ({args.loading})")
     print(f"scoring took {time.perf_counter() - start:.0f} s")
 

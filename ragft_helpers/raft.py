@@ -47,6 +47,9 @@ READERS = ("raft-full", "raft-lora")
 # without momentum) is for full fine-tuning; an adapter's AdamW state is a few megabytes
 # (benchmarks/README.md, "The LoRA reader's optimiser").
 ADAPTER_OPTIMIZER = "adamw_torch"
+# The full reader's optimiser at every profile: AdamW's two moments of every weight would add
+# 1.1 GB to its training (benchmarks/README.md, "Notebook 06 under 4 GB").
+FULL_READER_OPTIMIZER = "adafactor"
 CHAT_READER = "raft-lora"  # what the chatbot and `ragft ask --reader raft` use (benchmarks/bench_raft.py)
 _CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
 # How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
@@ -271,9 +274,9 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
             "layout": EXAMPLE_LAYOUT,
             "model": base.name, "model_source": portable_location(base.location, settings),
-            "data": data_fingerprint()}
+            "data": data_fingerprint(), "optimizer": reader_optimizer(name, settings)}
     if name == "raft-lora":
-        spec.update(lora_rank=profile.lora_rank, optimizer=reader_optimizer(name, settings),
+        spec.update(lora_rank=profile.lora_rank,
                     lora_learning_rate_factor=profile.lora_learning_rate_factor)
     return spec
 
@@ -288,10 +291,12 @@ def reader_steps(name: str, settings: Settings) -> int:
 
 
 def reader_optimizer(name: str, settings: Settings) -> str | None:
-    """Trainer's ``optim`` for reader ``name``: :data:`ADAPTER_OPTIMIZER` for the LoRA reader when
-    the profile sets another optimiser, else the profile's (``None``: Trainer's AdamW)."""
-    optimizer = settings.profile.optimizer
-    return ADAPTER_OPTIMIZER if name == "raft-lora" and optimizer else optimizer
+    """Trainer's ``optim`` for reader ``name``: :data:`FULL_READER_OPTIMIZER` for the full reader;
+    for the LoRA reader :data:`ADAPTER_OPTIMIZER` when the profile sets another optimiser, else
+    ``None`` (Trainer's AdamW)."""
+    if name == "raft-full":
+        return FULL_READER_OPTIMIZER
+    return ADAPTER_OPTIMIZER if settings.profile.optimizer else None
 
 
 def reader_dir(name: str, settings: Settings) -> Path:
@@ -323,7 +328,9 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     optimizer = reader_optimizer(name, settings)  # None: Trainer's AdamW
     steps = reader_steps(name, settings)
     with tempfile.TemporaryDirectory(prefix="raft-run-") as output_dir:
-        args = training_arguments(settings, output_dir, max_steps=steps,
+        # Activation checkpointing: each layer's activations are recomputed in the backward pass
+        # instead of kept, on prompts of up to ~560 tokens (same losses, 1.1-1.6 GB less memory).
+        args = training_arguments(settings, output_dir, max_steps=steps, activation_checkpointing=True,
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))

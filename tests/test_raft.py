@@ -136,6 +136,13 @@ def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, sett
     model, _, run = raft.train_reader("raft-full", examples, tuned, base=base)
     assert run.steps == 30 and run.final_loss < run.first_loss / 2
     assert 0 < run.oracle_share < 1 and run.trainable_params == run.total_params
+    # The adapter learns through the recomputed (checkpointed) activations too: LoRA's B matrices
+    # start at zero and move only if gradients reach them.
+    fresh = ResolvedModel(tiny_gpt2(tokenizer, n_positions=256), tokenizer, base.provenance)
+    adapter, _, lora_run = raft.train_reader("raft-lora", examples, tuned.with_budgets(lora_rank=8), base=fresh)
+    assert lora_run.final_loss < lora_run.first_loss and lora_run.trainable_params < lora_run.total_params / 5
+    moved = [p.abs().max().item() for name, p in adapter.named_parameters() if "lora_B" in name]
+    assert moved and min(moved) > 0
     assert raft.reader_dir("raft-full", tuned) != raft.reader_dir("raft-full", tuned.with_budgets(
         raft_learning_rate=1e-4))
     assert raft.reader_dir("raft-lora", tuned) != raft.reader_dir("raft-lora", tuned.with_budgets(lora_rank=4))
@@ -184,10 +191,12 @@ def test_the_oracle_keeps_its_retrieval_rank_and_is_placed_at_random_when_not_re
     assert places == {0, 1, 2}
 
 
-def test_the_lora_reader_trains_with_adamw_where_the_profile_saves_memory_with_another_optimiser():
+def test_the_lora_reader_trains_with_adamw_and_the_full_reader_with_adafactor_at_every_profile():
     laptop, smoke = (get_settings({"RAGFT_PROFILE": name}) for name in ("laptop", "smoke"))
-    assert laptop.profile.optimizer == "adafactor"
+    assert laptop.profile.optimizer == "adafactor" and smoke.profile.optimizer is None
     assert raft.reader_optimizer("raft-lora", laptop) == raft.ADAPTER_OPTIMIZER == "adamw_torch"
-    assert raft.reader_optimizer("raft-full", laptop) == "adafactor"
     assert raft.reader_optimizer("raft-lora", smoke) is None  # Trainer's AdamW already
-    assert raft.reader_spec("raft-lora", laptop)["optimizer"] == "adamw_torch"
+    for settings in (laptop, smoke):
+        assert raft.reader_optimizer("raft-full", settings) == raft.FULL_READER_OPTIMIZER == "adafactor"
+        for name in raft.READERS:
+            assert raft.reader_spec(name, settings)["optimizer"] == raft.reader_optimizer(name, settings)

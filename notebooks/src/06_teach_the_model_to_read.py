@@ -123,22 +123,19 @@ for run in runs.values():
 # a person would type it (one of its variants).
 
 # %%
-reader = raft.load_reader(raft.CHAT_READER, settings)  # the LoRA reader; step 6 chats with it
-systems = [
-    harness.System("base", base.model, base.tokenizer),
-    harness.System("base + RAG", base.model, base.tokenizer, retrieval=True, collection=collection),
-    harness.System("RAFT LoRA + RAG", reader.model, reader.tokenizer, retrieval=True, collection=collection),
-    harness.System("RAFT LoRA alone", reader.model, reader.tokenizer),
-]
+systems = [harness.System("base", base.model, base.tokenizer),
+           harness.System("base + RAG", base.model, base.tokenizer, retrieval=True, collection=collection)]
 sample = qa.sample(test_questions, profile.raft_eval_questions, seed=settings.seed)
 results = harness.evaluate_phrasings(systems, sample, settings)
-# Two more models only this table needs: each is loaded, scored and let go, so no more than one
-# of them is in memory at a time.
+# The fine-tuned models are each loaded, scored and let go, so that no more than one of them is in
+# memory beside the base model (the LoRA reader twice: with retrieval and without).
 injection.ensure_variants(settings, ["kb-full"])
-results |= harness.evaluate_phrasings_loaded("RAFT full + RAG", lambda: raft.load_reader("raft-full", settings),
-                                             sample, settings, retrieval=True, collection=collection)
-results |= harness.evaluate_phrasings_loaded("KB fine-tune + RAG", lambda: injection.load_variant("kb-full", settings),
-                                             sample, settings, retrieval=True, collection=collection)
+rag = {"retrieval": True, "collection": collection}
+for name, load, options in [("RAFT full + RAG", lambda: raft.load_reader("raft-full", settings), rag),
+                            ("RAFT LoRA + RAG", lambda: raft.load_reader(raft.CHAT_READER, settings), rag),
+                            ("KB fine-tune + RAG", lambda: injection.load_variant("kb-full", settings), rag),
+                            ("RAFT LoRA alone", lambda: raft.load_reader(raft.CHAT_READER, settings), {})]:
+    results |= harness.evaluate_phrasings_loaded(name, load, sample, settings, **options)
 names = ["base", "base + RAG", "RAFT full + RAG", "RAFT LoRA + RAG", "KB fine-tune + RAG", "RAFT LoRA alone"]
 table = harness.metric_table(results, ["free", "false_abstention", "abstention", "mc"])
 table.pivot(index=["system"], columns=["phrasing", "metric"], values="value").round(2)
@@ -201,6 +198,7 @@ with pd.option_context("display.max_colwidth", 120):
 # `ragft ask "..." --reader raft` uses the reader saved above and trains nothing.)
 
 # %%
+reader = raft.load_reader(raft.CHAT_READER, settings)  # the LoRA reader
 widgets.chat_widget(model=base.model, tokenizer=base.tokenizer, collection=collection, settings=settings,
                     readers={raft.CHAT_READER: (reader.model, reader.tokenizer)})
 
