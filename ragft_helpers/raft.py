@@ -268,8 +268,7 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
     """What a reader's weights depend on: budgets, RAFT settings, base model, training data."""
     base = causal_lm_candidates(settings)[0][0]
     profile = settings.profile
-    spec = {**training_spec(settings), "micro_batch_size": None,  # whole batches: train_reader
-            "reader": name, "raft_max_steps": reader_steps(name, settings),
+    spec = {**training_spec(settings), "reader": name, "raft_max_steps": reader_steps(name, settings),
             "raft_learning_rate": profile.raft_learning_rate, "rag_k": profile.rag_k,
             "raft_abstain_share": profile.raft_abstain_share,
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
@@ -331,12 +330,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     with tempfile.TemporaryDirectory(prefix="raft-run-") as output_dir:
         # Activation checkpointing: each layer's activations are recomputed in the backward pass
         # instead of kept, on prompts of up to ~560 tokens (same losses, 1.1-1.6 GB less memory).
-        # So each step takes its whole batch in one pass, whatever the profile's micro-batch: one
-        # example at a time was slower and took more memory (benchmarks/README.md, "Notebook 06
-        # under 4 GB").
         args = training_arguments(settings, output_dir, max_steps=steps, activation_checkpointing=True,
-                                  per_device_train_batch_size=profile.train_batch_size,
-                                  gradient_accumulation_steps=1,
                                   learning_rate=learning_rate, eval_strategy="no",
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))

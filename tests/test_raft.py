@@ -157,12 +157,6 @@ def test_the_full_reader_can_have_a_step_budget_of_its_own(settings):
     assert raft.reader_dir("raft-lora", split) == raft.reader_dir("raft-lora", both)
 
 
-def test_readers_take_whole_batches_so_the_profile_micro_batch_does_not_retrain_them(settings):
-    micro = settings.with_budgets(train_batch_size=4, micro_batch_size=1)
-    for name in raft.READERS:
-        assert raft.reader_dir(name, micro) == raft.reader_dir(name, micro.with_budgets(micro_batch_size=None))
-
-
 def test_a_missing_reader_names_what_trains_it(settings):
     with pytest.raises(AssetError, match="raft.ensure_reader"):
         raft.load_reader("raft-full", settings)
