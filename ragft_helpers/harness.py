@@ -124,7 +124,8 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     ``seconds`` is each free-form answer's cost: its retrieval and prompt time plus its share of
     its batch's generation, split into ``retrieval_s``, ``prefill_s`` and ``decode_s`` (summed
     over the answers, the run's time). One answer asked alone (:func:`rag.answer`, the chat)
-    waits longer than its share. Peak resident memory is sampled throughout.
+    waits longer than its share. Peak resident memory is sampled throughout; what scoring freed
+    is given back to the system afterwards, so the next model does not start on top of it.
 
     With ``reuse``, a result saved by an earlier call with the same model weights, index,
     settings and questions is reloaded instead (``reloaded`` is then true, and its times and
@@ -180,6 +181,8 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     kept.update({key: (values, seconds, memory.peak_mb) for key, (values, seconds) in new.items()})
     if kept_path is not None and new:
         score_cache.save(kept_path, kept)
+    if new:  # generation's transient buffers: give them back before the next model runs
+        release_freed_memory()
     rows = [{"system": system.name, "id": q.id, "type": q.type, "question": q.question,
              "expected": q.answer} for q in questions]
     used = [(n, (keys[n], "mc")) for n in chosen] + [(n, (keys[n], "free")) for n in asked]

@@ -195,6 +195,17 @@ def test_a_second_scoring_of_the_same_system_is_reloaded_not_recomputed(trained,
             run()
 
 
+def test_scoring_gives_its_freed_buffers_back_and_a_reload_has_none_to_give(trained, tokenizer,
+                                                                            settings, monkeypatch):
+    calls = []
+    monkeypatch.setattr(harness, "release_freed_memory", lambda: calls.append(1) or True)
+    system = harness.System("tiny-trim", trained, tokenizer)
+    questions = [_q("t1"), _q("t2", "unanswerable", answer=None)]
+    harness.evaluate_system(system, questions, settings)
+    assert calls == [1]  # once, after the new rows: the next model does not start on top of them
+    assert harness.evaluate_system(system, questions, settings).reloaded and calls == [1]
+
+
 def test_rows_scored_before_are_reused_by_a_call_on_other_questions_or_under_another_name(
         trained, tokenizer, settings, monkeypatch, tmp_path):
     questions = [_q("s1"), _q("s2", question="the ferry returns at", answer="nine"),
