@@ -531,7 +531,10 @@ def train_classifier(kind_name: str, train: Sequence[Ticket], labels: Sequence[s
                            p.task_min_steps if kind.base == "encoder" else 1)
     dataset = encode_messages(train, labels, tokenizer, p.task_max_length)
     with tempfile.TemporaryDirectory(prefix="task-run-") as output_dir:
+        # The causal-LM classifiers recompute each layer's activations in the backward pass instead
+        # of keeping them (the same losses; at laptop 4.7 GB peak without it, see benchmarks/README.md).
         args = training_arguments(settings, output_dir, max_steps=steps, learning_rate=budget["learning_rate"],
+                                  activation_checkpointing=kind.base != "encoder",
                                   per_device_train_batch_size=p.task_batch_size,
                                   gradient_accumulation_steps=1, eval_strategy="no", eval_on_start=False,
                                   save_strategy="no", logging_steps=max(1, steps // 10),

@@ -273,6 +273,37 @@ def test_indexing_twice_adds_nothing_and_a_label_can_be_removed(smoke):
 
 
 # ---- a tiny classifier ---------------------------------------------------------------------------
+def test_causal_lm_classifiers_recompute_activations_and_train_as_without(tmp_path):
+    """The causal-LM kinds train with activation checkpointing (memory at laptop); with the same
+    budgets and start they take the steps the encoder kind, which keeps its activations, takes."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = tiny_tokenizer(WORDS)
+    labels = ["pets", "refund", "timetable"]
+    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
+    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
+    settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
+                             "RAGFT_PRECISION": "fp32"}).with_budgets(
+        task_batch_size=8, task_min_steps=1, task_epochs=5.0, task_lm_epochs=5.0,
+        task_learning_rate=3e-3, task_lm_learning_rate=3e-3, task_lm_optimizer="adamw_torch")
+    import torch
+
+    runs = {}
+    for kind in ("minilm", "lm-full"):
+        config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                            num_labels=3, pad_token_id=tokenizer.eos_token_id, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id,
+                            eos_token_id=tokenizer.eos_token_id)
+        torch.manual_seed(0)
+        trained, _, runs[kind] = tasks.train_classifier(kind, train, labels, settings,
+                                                        base=(GPT2ForSequenceClassification(config), tokenizer))
+        assert trained.is_activation_checkpointing == (kind == "lm-full")
+    assert runs["lm-full"].steps == runs["minilm"].steps == 15
+    assert runs["lm-full"].final_loss < runs["lm-full"].first_loss / 2
+    assert runs["lm-full"].first_loss == pytest.approx(runs["minilm"].first_loss, rel=1e-5)
+    assert runs["lm-full"].final_loss == pytest.approx(runs["minilm"].final_loss, rel=1e-4)
+
+
 
 def test_a_tiny_classifier_run_lowers_its_loss_and_learns_the_labels(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
