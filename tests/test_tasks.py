@@ -273,30 +273,41 @@ def test_indexing_twice_adds_nothing_and_a_label_can_be_removed(smoke):
 
 
 # ---- a tiny classifier ---------------------------------------------------------------------------
+
+TINY_LABELS = ["pets", "refund", "timetable"]
+TINY_TEXTS = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
+
+
+def tiny_training_messages():
+    """Eight labelled messages per label of :data:`TINY_LABELS`."""
+    return [ticket(f"{label}{i}", TINY_TEXTS[label], label, i) for label in TINY_LABELS for i in range(8)]
+
+
+def tiny_sequence_classifier(tokenizer, **config):
+    """A GPT-2 classifier over :data:`TINY_LABELS`, seeded; ``config`` overrides ``GPT2Config``."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    return GPT2ForSequenceClassification(GPT2Config(
+        vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
+        num_labels=len(TINY_LABELS), pad_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, **config))
+
+
 def test_causal_lm_classifiers_recompute_activations_and_train_as_without(tmp_path):
     """The causal-LM kinds train with activation checkpointing (memory at laptop); with the same
     budgets and start they take the steps the encoder kind, which keeps its activations, takes."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
     tokenizer = tiny_tokenizer(WORDS)
-    labels = ["pets", "refund", "timetable"]
-    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
-    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
     settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
                              "RAGFT_PRECISION": "fp32"}).with_budgets(
         task_batch_size=8, task_min_steps=1, task_epochs=5.0, task_lm_epochs=5.0,
         task_learning_rate=3e-3, task_lm_learning_rate=3e-3, task_lm_optimizer="adamw_torch")
-    import torch
-
     runs = {}
     for kind in ("minilm", "lm-full"):
-        config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                            num_labels=3, pad_token_id=tokenizer.eos_token_id, resid_pdrop=0.0,
-                            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id,
-                            eos_token_id=tokenizer.eos_token_id)
-        torch.manual_seed(0)
-        trained, _, runs[kind] = tasks.train_classifier(kind, train, labels, settings,
-                                                        base=(GPT2ForSequenceClassification(config), tokenizer))
+        model = tiny_sequence_classifier(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        trained, _, runs[kind] = tasks.train_classifier(kind, tiny_training_messages(), TINY_LABELS,
+                                                        settings, base=(model, tokenizer))
         assert trained.is_activation_checkpointing == (kind == "lm-full")
     assert runs["lm-full"].steps == runs["minilm"].steps == 15
     assert runs["lm-full"].final_loss < runs["lm-full"].first_loss / 2
@@ -304,21 +315,10 @@ def test_causal_lm_classifiers_recompute_activations_and_train_as_without(tmp_pa
     assert runs["lm-full"].final_loss == pytest.approx(runs["minilm"].final_loss, rel=1e-4)
 
 
-
 def test_a_tiny_classifier_run_lowers_its_loss_and_learns_the_labels(tmp_path):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
     tokenizer = tiny_tokenizer(WORDS)
-    labels = ["pets", "refund", "timetable"]
-    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
-    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                        num_labels=3, pad_token_id=tokenizer.eos_token_id,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    import torch
-
-    torch.manual_seed(0)
-    model = GPT2ForSequenceClassification(config)
+    labels, texts, train = TINY_LABELS, TINY_TEXTS, tiny_training_messages()
+    model = tiny_sequence_classifier(tokenizer)
     settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
                              "RAGFT_PRECISION": "fp32"}).with_budgets(
         task_batch_size=8, task_min_steps=20, task_learning_rate=3e-3)
@@ -330,24 +330,15 @@ def test_a_tiny_classifier_run_lowers_its_loss_and_learns_the_labels(tmp_path):
 
 
 def test_overtraining_records_every_epoch_and_early_stopping_reads_the_best_one(tmp_path):
-    import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
     tokenizer = tiny_tokenizer(WORDS)
-    labels = ["pets", "refund", "timetable"]
-    texts = {"pets": "my dog is lost", "refund": "a refund please", "timetable": "when does the ferry leave"}
-    train = [ticket(f"{label}{i}", texts[label], label, i) for label in labels for i in range(8)]
+    labels, texts, train = TINY_LABELS, TINY_TEXTS, tiny_training_messages()
     # held-out messages the training data contradicts: the more confident the model, the worse
     held_out = [ticket(f"h{label}", texts[label], labels[(n + 1) % 3]) for n, label in enumerate(labels)]
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                        num_labels=3, pad_token_id=tokenizer.eos_token_id,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
     settings = get_settings({"RAGFT_PROFILE": "smoke", "RAGFT_CACHE_DIR": str(tmp_path),
                              "RAGFT_PRECISION": "fp32"}).with_budgets(task_batch_size=8,
                                                                       task_learning_rate=3e-3)
     curve = tasks.overtraining_curve(train, held_out, held_out, settings, epochs=6, labels=labels,
-                                     base=(GPT2ForSequenceClassification(config), tokenizer))
+                                     base=(tiny_sequence_classifier(tokenizer), tokenizer))
     assert list(curve["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
     assert curve["validation_loss"].iloc[-1] > curve["validation_loss"].iloc[0]  # it over-fits
