@@ -50,6 +50,11 @@ ADAPTER_OPTIMIZER = "adamw_torch"
 # The full reader's optimiser at every profile: AdamW's two moments of every weight would add
 # 1.1 GB to its training (benchmarks/README.md, "Notebook 06 under 4 GB").
 FULL_READER_OPTIMIZER = "adafactor"
+# Training batches are padded to a multiple of this many tokens (part of a reader's cache key).
+# Unpadded, prompts of about 200 to 560 tokens gave nearly every micro-batch a shape of its own,
+# and the memory kept per shape grew the full reader's process from 2.3 to 6.0 GB in 24 laptop
+# steps; padded, 2.6 GB in the same time (benchmarks/README.md, "Notebook 06 under 4 GB").
+PAD_MULTIPLE = 64
 CHAT_READER = "raft-lora"  # what the chatbot and `ragft ask --reader raft` use (benchmarks/bench_raft.py)
 _CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
 # How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
@@ -272,7 +277,7 @@ def reader_spec(name: str, settings: Settings) -> dict[str, Any]:
             "raft_learning_rate": profile.raft_learning_rate, "rag_k": profile.rag_k,
             "raft_abstain_share": profile.raft_abstain_share,
             "raft_phrasings": profile.raft_phrasings, "retrieval": DEFAULT_METHOD,
-            "layout": EXAMPLE_LAYOUT,
+            "layout": EXAMPLE_LAYOUT, "pad_multiple": PAD_MULTIPLE,
             "model": base.name, "model_source": portable_location(base.location, settings),
             "data": data_fingerprint(), "optimizer": reader_optimizer(name, settings)}
     if name == "raft-lora":
@@ -305,11 +310,20 @@ def reader_dir(name: str, settings: Settings) -> Path:
     return keyed_dir(parent, name, reader_spec(name, settings))
 
 
+def reader_collator(tokenizer, pad_to_multiple_of: int | None = PAD_MULTIPLE) -> TargetsOnlyCollator:
+    """Batches of :func:`encode` rows for training: padded on the right to a multiple of
+    ``pad_to_multiple_of`` tokens (labels with -100), logits kept at the target positions only."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return TargetsOnlyCollator(DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
+                                                      pad_to_multiple_of=pad_to_multiple_of))
+
+
 def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings, base=None):
     """Fine-tune a fresh copy of the base model (or ``base``) on ``examples``, loss on the
     targets only; ``raft-lora`` trains a LoRA adapter. Returns (model, tokenizer, RaftRun)."""
     from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import Trainer
 
     if name not in READERS:
         raise AssetError(f"Unknown reader {name!r}; use one of {list(READERS)}.")
@@ -335,8 +349,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
                                   eval_on_start=False, save_strategy="no", logging_steps=1,
                                   disable_tqdm=True, **({"optim": optimizer} if optimizer else {}))
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                          data_collator=TargetsOnlyCollator(
-                              DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)),
+                          data_collator=reader_collator(tokenizer),
                           compute_loss_func=targets_only_loss, processing_class=tokenizer)
         cost = measured_train(trainer)
     model.eval()

@@ -148,6 +148,33 @@ def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, sett
     assert raft.reader_dir("raft-lora", tuned) != raft.reader_dir("raft-lora", tuned.with_budgets(lora_rank=4))
 
 
+def test_reader_batches_are_padded_to_a_few_shapes_and_the_loss_does_not_change(collection, settings):
+    import torch
+
+    from ragft_helpers.lm import ensure_pad_token
+    from ragft_helpers.training import targets_only_loss
+
+    tokenizer = ensure_pad_token(tiny_tokenizer())
+    examples = raft.build_examples([question(f"q{n}") for n in range(6)], collection, tokenizer, settings)
+    rows = [raft.encode(e, tokenizer) for e in examples]
+    model = tiny_gpt2(tokenizer, n_positions=256).eval()
+
+    def loss(batch):
+        with torch.no_grad():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        logits_to_keep=batch["logits_to_keep"])
+        return targets_only_loss(out, batch["labels"]).item()
+
+    for row in rows:
+        padded = raft.reader_collator(tokenizer)([row])
+        plain = raft.reader_collator(tokenizer, pad_to_multiple_of=None)([row])
+        assert padded["input_ids"].shape[1] % raft.PAD_MULTIPLE == 0
+        assert plain["input_ids"].shape[1] == len(row["input_ids"])
+        assert (padded["labels"][0, len(row["input_ids"]):] == -100).all()
+        assert loss(padded) == pytest.approx(loss(plain), abs=1e-5)
+    assert any(len(row["input_ids"]) % raft.PAD_MULTIPLE for row in rows)  # padding was added
+
+
 def test_the_full_reader_can_have_a_step_budget_of_its_own(settings):
     both = settings.with_budgets(raft_max_steps=96, raft_full_max_steps=None)
     split = both.with_budgets(raft_full_max_steps=48)

@@ -102,8 +102,8 @@ assert by_hand["input_ids"] == encoded["input_ids"] and by_hand["labels"] == enc
 # %% [markdown]
 # ## Step 3 — Train the readers
 # Full fine-tuning and LoRA, with the profile's budget (`raft_max_steps` optimiser steps of
-# `train_batch_size` examples; the `smoke` profile gives the full reader half of them,
-# `raft_full_max_steps`, to keep CI short). Saved by settings, so a re-run reloads them. The chatbot and
+# `train_batch_size` examples; the `smoke` and `laptop` profiles give the full reader half of
+# them, `raft_full_max_steps`: it scored no better with more). Saved by settings, so a re-run reloads them. The chatbot and
 # `ragft ask --reader raft` use the LoRA reader (`raft.CHAT_READER`): it is the one whose gain
 # `benchmarks/bench_raft.py` checked over several seeds.
 
