@@ -148,7 +148,7 @@ def test_a_tiny_reader_learns_its_targets_and_saves_by_settings(collection, sett
     assert raft.reader_dir("raft-lora", tuned) != raft.reader_dir("raft-lora", tuned.with_budgets(lora_rank=4))
 
 
-def test_reader_batches_are_padded_to_a_few_shapes_and_the_loss_does_not_change(collection, settings):
+def test_reader_batches_are_padded_to_a_multiple_of_64_and_the_loss_does_not_change(collection, settings):
     import torch
 
     from ragft_helpers.lm import ensure_pad_token

@@ -103,9 +103,10 @@ assert by_hand["input_ids"] == encoded["input_ids"] and by_hand["labels"] == enc
 # ## Step 3 — Train the readers
 # Full fine-tuning and LoRA, with the profile's budget (`raft_max_steps` optimiser steps of
 # `train_batch_size` examples; the `smoke` and `laptop` profiles give the full reader half of
-# them, `raft_full_max_steps`: it scored no better with more). Saved by settings, so a re-run reloads them. The chatbot and
-# `ragft ask --reader raft` use the LoRA reader (`raft.CHAT_READER`): it is the one whose gain
-# `benchmarks/bench_raft.py` checked over several seeds.
+# them, `raft_full_max_steps`: at `laptop` it scored no better with more, and CI stays short).
+# Saved by settings, so a re-run reloads them. The chatbot and `ragft ask --reader raft` use the
+# LoRA reader (`raft.CHAT_READER`): it is the one whose gain `benchmarks/bench_raft.py` checked
+# over several seeds.
 
 # %%
 runs = {name: raft.ensure_reader(settings, name, questions, examples=examples) for name in raft.READERS}
