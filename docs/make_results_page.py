@@ -172,6 +172,14 @@ def showdown_section(document: dict, figures: Path | None = None) -> list[str]:
                           lambda axes: pd.DataFrame(perplexities).set_index("model").plot.bar(
                               subplots=True, ax=axes, legend=False, rot=0),
                           ncols=len(columns))]
+    curve = document.get("forgetting", [])
+    if curve:
+        lines += ["### Forgetting, watched: kb-full's recipe trained longer", "",
+                  "Held-out WikiText perplexity measured by `Trainer` before the first step and "
+                  "along the run; the training loss on the articles at the same steps.", "",
+                  *table(["step", "WikiText perplexity", "training loss"],
+                         [[num(r["step"]), num(r["wikitext_perplexity"], 1), num(r.get("kb_loss"), 2)]
+                          for r in curve])]
     freshness = document.get("freshness", [])
     if freshness:
         lines += ["### Freshness: the updated questions", "",

@@ -33,7 +33,8 @@ class Evidence:
     context: dict[str, dict]  # RAG's multiple choice with a relevant chunk in the prompt or not:
     #                           "relevant", "missing"
     kb_perplexity: dict[str, float]  # knowledge-base text: base, ft, scratch
-    wikitext_perplexity: dict[str, float]  # held-out WikiText: base, ft
+    wikitext_perplexity: dict[str, float]  # held-out WikiText before ("base") and after ("ft") the
+    #                                        forgetting run's "steps" (forgetting.endpoints)
     latency_p50: dict[str, float]  # seconds per answer: base, rag
     peak_memory_mb: dict[str, float]  # while answering: base, rag
     train_seconds: float  # the plain full fine-tune's training
@@ -179,10 +180,12 @@ def less_creative(e: Evidence) -> Finding:
 # ---- fine-tuning ----------------------------------------------------------------------------------
 
 def forgetting(e: Evidence) -> Finding:
-    """Held-out WikiText perplexity rises after fine-tuning."""
+    """Held-out WikiText perplexity rises while the model fine-tunes on the articles."""
     change = relative_change(e.wikitext_perplexity["base"], e.wikitext_perplexity["ft"])
+    steps = e.wikitext_perplexity.get("steps")
     evidence = (f"WikiText perplexity {e.wikitext_perplexity['base']:.1f} → "
-                f"{e.wikitext_perplexity['ft']:.1f} ({change:+.1%})")
+                f"{e.wikitext_perplexity['ft']:.1f} ({change:+.1%})"
+                + (f" over {steps} steps on the articles" if steps else ""))
     if change > PERPLEXITY_TOLERANCE:
         return Finding(SUPPORTED, evidence, True)
     if change < -PERPLEXITY_TOLERANCE:
@@ -293,7 +296,8 @@ CLAIMS = (
           "on test messages", overfits_when_overtrained, notebook="07"),
     Claim("Fine-tuning may forget",
           "fine-tuning may suffer catastrophic forgetting",
-          "held-out WikiText perplexity before and after the knowledge fine-tune", forgetting),
+          "held-out WikiText perplexity before and during the knowledge fine-tune's recipe, trained "
+          "forgetting_max_steps steps at a constant learning rate", forgetting),
     Claim("Fine-tuning wins a narrow task",
           "fine-tuning is ideal for a specific task: \"laser focus on a narrow use case\", "
           "\"text classification tasks like sentiment analysis or spam detection\"",
@@ -332,10 +336,9 @@ MEASURED_ELSEWHERE = frozenset(claim.name for claim in CLAIMS if claim.notebook 
 
 # The directions notebook 08 asserts at every profile, smoke (CI) included: claim -> the verdict
 # of the laptop reference run it follows (docs/results-laptop.md) or, for a claim measured since,
-# of three smoke seeds (benchmarks/README.md, "The claims over seeds"). Claims not listed are
-# shown with their verdict but not asserted: "Fine-tuning may forget" goes one way at laptop
-# (+1.5% WikiText perplexity) and the other at smoke (-3.1%: 3,000 training tokens), and the two
-# creativity claims differ by less than their intervals at both.
+# of three smoke seeds (benchmarks/README.md, "The claims over seeds", "Forgetting over seeds").
+# Claims not listed are shown with their verdict but not asserted: the two creativity claims
+# differ by less than their intervals at both profiles.
 EXPECTED = {
     "RAG gives domain-specific answers": SUPPORTED,
     "RAG reduces misleading answers": SUPPORTED,  # three smoke seeds (laptop: 6 answers only)
@@ -346,6 +349,7 @@ EXPECTED = {
     "Fine-tuning wins a narrow task": SUPPORTED,
     "Retrieval adapts to a new task label": SUPPORTED,
     "Fine-tuning over-fits when trained too long": SUPPORTED,
+    "Fine-tuning may forget": SUPPORTED,  # three smoke seeds, both WikiText sources
     "Fine-tuning builds on pre-training": SUPPORTED,
     "Fine-tuning is quicker to implement": CONTRADICTED,
     "Fine-tuning adjusts fewer parameters": SUPPORTED,

@@ -19,7 +19,7 @@ def evidence():
         misleading={"base": _ci(0.9), "rag": _ci(0.4)},
         context={"relevant": _ci(0.9), "missing": _ci(0.4)},
         kb_perplexity={"base": 20.0, "ft": 8.0, "scratch": 4000.0},
-        wikitext_perplexity={"base": 30.0, "ft": 33.0},
+        wikitext_perplexity={"base": 30.0, "ft": 33.0, "steps": 64},
         latency_p50={"base": 1.0, "rag": 2.5}, peak_memory_mb={"base": 1500.0, "rag": 1700.0},
         train_seconds=300.0, index_seconds=40.0,
         fresh={"rag": _ci(0.9), "ft": _ci(0.1)},
@@ -50,6 +50,8 @@ def test_clear_results_give_clear_verdicts_and_every_asserted_direction_holds(ev
         assert verdicts[name] == expected, name
     assert verdicts["RAG reduces misleading answers"] == claims.SUPPORTED
     assert verdicts["Fine-tuning may forget"] == claims.SUPPORTED
+    assert claims.claims_table(evidence).loc["Fine-tuning may forget", "evidence"] == (
+        "WikiText perplexity 30.0 → 33.0 (+10.0%) over 64 steps on the articles")
     # the article's two sentences on creativity: one is supported exactly when the other is not
     assert verdicts["RAG is less suited to creative content"] == claims.SUPPORTED
     assert verdicts["RAG is more creative"] == claims.CONTRADICTED
@@ -79,7 +81,8 @@ def test_a_flipped_result_flips_the_verdict_and_fails_its_asserted_direction(evi
     turned = ["RAG gives domain-specific answers", "RAG depends on retrieval quality",
               "RAG adapts to evolving information", "RAG costs more at answer time",
               "Fine-tuning builds on pre-training", "Fine-tuning is quicker to implement",
-              "Retrieval adapts to a new task label", "RAG is less prone to overfitting"]
+              "Retrieval adapts to a new task label", "RAG is less prone to overfitting",
+              "Fine-tuning may forget"]
     for name in turned:
         assert not claims.direction_holds(table, name), name
     assert sorted(claims.flipped(table)) == sorted(turned)

@@ -32,6 +32,8 @@ def showdown() -> dict:
                    "peak RSS MB": 1500} for s in SYSTEMS],
         "perplexities": [{"model": "base", "WikiText perplexity": 40.0, "KB-text perplexity": 30.0},
                          {"model": "kb-full", "WikiText perplexity": 42.0, "KB-text perplexity": 10.0}],
+        "forgetting": [{"step": 0, "wikitext_perplexity": 60.0, "kb_loss": float("nan")},
+                       {"step": 64, "wikitext_perplexity": 66.3, "kb_loss": 1.5}],
         # the shape notebook 08 saves: multiple choice with its interval, free-form accuracy
         "freshness": [{"system": "RAG, before", "multiple choice": 0.0, "low": 0.0, "high": 0.0,
                        "n": 4, "free-form": 0.0, "seconds to adapt": float("nan")},
@@ -108,6 +110,7 @@ def test_page_from_a_showdown_file(tmp_path):
     assert "| RAG, before | 0.00 [0.00, 0.00] (n=4) | 0.00 | — |" in page  # NaN shown as a dash
     assert "| RAG, after | 0.75 [0.50, 1.00] (n=4) | 0.50 | 0.4 |" in page
     assert "| kb-full | no | no | 60 | 61,440 | 300 | 2,900 | 3.50 → 2.00 |" in page
+    assert "| 0 | 60.0 | — |" in page and "| 64 | 66.3 | 1.50 |" in page  # the forgetting run
     # Every claim with the article's words, its computed verdict and the direction CI asserts.
     assert ("| RAG adapts to evolving information | RAG adapts to dynamic or evolving information | "
             "updated questions: RAG 0.75 vs FT 0.25 | **supported** | supported |") in page

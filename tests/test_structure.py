@@ -23,7 +23,9 @@ LAYERS = [
     ["rag", "chat"],
     ["training"],
     ["finetune_wikitext", "pitfalls", "injection"],
-    ["raft"],  # retrieval-augmented fine-tuning: readers trained on retrieved contexts
+    # retrieval-augmented fine-tuning: readers trained on retrieved contexts; the knowledge
+    # fine-tune trained long, watched on held-out text
+    ["raft", "forgetting"],
     ["harness", "results", "claims"],
     ["tasks"],  # task classification: zero-shot, few-shot, kNN and fine-tuned classifiers
     ["viz", "widgets"],

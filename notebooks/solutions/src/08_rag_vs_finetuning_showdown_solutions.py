@@ -248,3 +248,10 @@ assert (disagree["mc_choice"] != disagree["mc_choice (FT+aug+RAG)"]).all()
 #    and remove only the relevance. Likewise the model trained from random weights with kb-full's
 #    exact budget isolates what the pre-trained start contributes, where a quoted pre-training
 #    size would be a number nobody measured here.
+# 8. **Forgetting.** Every step moves the weights towards predicting the articles: the same
+#    weights also predict every other text, and nothing in the loss keeps them good at it. A few
+#    steps mostly teach what all English shares, so other text can even get easier; many steps on
+#    the same few articles tune the model to their names and phrasing at the expense of the rest.
+#    To forget less: fewer steps or a lower learning rate, LoRA (the base weights stay frozen),
+#    or general text mixed into the training data — and perplexity on held-out general text
+#    watched during training, as the forgetting run does.
