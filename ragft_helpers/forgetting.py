@@ -18,6 +18,7 @@ from ragft_helpers.checkpoints import portable_location, text_fingerprint
 from ragft_helpers.config import Settings, set_seed
 from ragft_helpers.injection import article_texts, kb_max_steps
 from ragft_helpers.lm import ensure_pad_token
+from ragft_helpers.machine import release_freed_memory
 from ragft_helpers.training import build_trainer, measured_train, tokenize_and_group, without_log_lines
 
 POINTS = 4  # evaluations after the one before training
@@ -44,8 +45,14 @@ def forgetting_curve(settings: Settings, *, held_out, texts=None, base=None):
     if base is not None:
         return _curve(settings, held_out, texts, base)
     source = causal_lm_candidates(settings)[0][0]
+
+    def compute():
+        curve = _curve(settings, held_out, texts)
+        release_freed_memory()  # the trained copy and its optimiser state, before other models load
+        return curve
+
     return score_cache.reused(
-        "forgetting-curve", settings, lambda: _curve(settings, held_out, texts),
+        "forgetting-curve", settings, compute,
         texts=text_fingerprint(texts), held_out=text_fingerprint(list(held_out["text"])),
         base=[source.name, portable_location(str(source.location), settings)])
 
