@@ -287,12 +287,12 @@ runtime
 #    `lm.validation_perplexity(longer.model, tokenizer, wikitext, settings)`. Does validation
 #    perplexity keep falling? At these small budgets expect it to; over-fitting would show as a
 #    validation loss that rises while the training loss keeps falling (`longer.history`).
-# 2. Change the learning rate to `5e-4`:
-#    `finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4))`. It trains
+# 2. Change the learning rate to `1e-3`:
+#    `finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=1e-3))`. It trains
 #    anew in its own run folder (folders are keyed by the training settings). Compare its loss
-#    curve with step 5's. At the smoke profile expect the training loss to drop faster at first
-#    but the validation loss to end *higher* than with the default rate: steps that large
-#    overshoot.
+#    curve with step 5's. At the smoke profile expect steps that large to overshoot: the training
+#    loss is *higher* than with the default rate after the first updates, and the validation loss
+#    ends higher too.
 # 3. Open the run folder, `run.trainer.args.output_dir`. What does its `settings.json` record,
 #    and which checkpoints are kept? (Expect only the last, `save_total_limit=1`, without the
 #    optimizer state once the run has finished.)

@@ -68,12 +68,12 @@ gc.collect()
 # corpus after many epochs, not after a few dozen steps.
 
 # %% [markdown]
-# ## Exercise 2 — A learning rate of 5e-4
+# ## Exercise 2 — A learning rate of 1e-3
 
 # %%
-fast = finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=5e-4), verbose=False)
+fast = finetune_wikitext.finetune_on_wikitext(settings.with_budgets(learning_rate=1e-3), verbose=False)
 curves = pd.concat([run.history.assign(run=f"learning rate {settings.profile.learning_rate:g} (step 5)"),
-                    fast.history.assign(run="learning rate 5e-4")])
+                    fast.history.assign(run="learning rate 1e-3")])
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharex=True)
 for name, history in curves.groupby("run"):
     history.dropna(subset=["train_loss"]).plot(x="step", y="train_loss", marker=".", ax=axes[0], label=name)
@@ -89,21 +89,23 @@ fast_train = fast.history.dropna(subset=["train_loss"]).set_index("step")["train
 default_eval = run.history.dropna(subset=["eval_loss"])["eval_loss"]
 fast_eval = fast.history.dropna(subset=["eval_loss"])["eval_loss"]
 early = default_train.index[1]  # the first logged step after the first update
-print(f"training loss at step {early}: {default_train[early]:.3f} (default) vs {fast_train[early]:.3f} (5e-4); "
+print(f"training loss at step {early}: {default_train[early]:.3f} (default) vs {fast_train[early]:.3f} (1e-3); "
       f"final validation loss {default_eval.iloc[-1]:.3f} vs {fast_eval.iloc[-1]:.3f}")
-# Checkpoints: its own run folder; the larger steps lower the training loss faster at first, but
-# the validation loss ends higher than with the default rate.
+# Checkpoints: its own run folder; the larger steps overshoot — the training loss is higher after
+# the first updates, and the validation loss ends higher than with the default rate.
 assert fast.trainer.args.output_dir != run.trainer.args.output_dir
-assert fast_train[early] < default_train[early]
+assert fast_train[early] > default_train[early]
 assert fast_eval.iloc[-1] > default_eval.iloc[-1]
 del fast
 gc.collect()
 
 # %% [markdown]
-# Five times the step size makes the first updates bigger, so the loss on the batches it trains
-# on drops faster; but steps that large overshoot — each update moves the weights further than
-# the gradient can be trusted — and what the model learned generalises worse, so the validation
-# loss ends higher.
+# Ten times the step size makes every update ten times bigger, further than the gradient can be
+# trusted: the weights jump past the direction that lowered the loss, so even the loss on the
+# batches it trains on is higher after the first updates, and the validation loss ends higher.
+# A rate only a few times the default sits near the edge: at 5e-4 the training loss falls faster
+# at first, and whether the validation loss ends higher or lower depends on the text (higher on
+# the real WikiText, slightly lower on the small fallback corpus, at the smoke profile).
 
 # %% [markdown]
 # ## Exercise 3 — The run folder
