@@ -16,7 +16,7 @@ from ragft_helpers import score_cache
 from ragft_helpers.assets import causal_lm_candidates, load_causal_lm
 from ragft_helpers.checkpoints import portable_location, text_fingerprint
 from ragft_helpers.config import Settings, set_seed
-from ragft_helpers.injection import article_texts, kb_max_steps
+from ragft_helpers.injection import article_texts, document_blocks, kb_max_steps
 from ragft_helpers.lm import ensure_pad_token
 from ragft_helpers.machine import release_freed_memory
 from ragft_helpers.training import build_trainer, measured_train, tokenize_and_group, without_log_lines
@@ -59,7 +59,7 @@ def forgetting_curve(settings: Settings, *, held_out, texts=None, base=None):
 
 def _curve(settings: Settings, held_out, texts, base=None):
     import pandas as pd
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     set_seed(settings.seed)
     if base is None:
@@ -67,8 +67,7 @@ def _curve(settings: Settings, held_out, texts, base=None):
         base = resolved.model, resolved.tokenizer
     model, tokenizer = base[0], ensure_pad_token(base[1])
     block_size = settings.profile.block_size
-    train = tokenize_and_group(DatasetDict(train=Dataset.from_dict({"text": texts})), tokenizer,
-                               block_size, rows_are_documents=True)["train"]
+    train = document_blocks(texts, tokenizer, block_size)["train"]
     validation = tokenize_and_group(DatasetDict(train=held_out.select_columns(["text"])), tokenizer,
                                     block_size)["train"]
     steps = forgetting_steps(len(train), settings)

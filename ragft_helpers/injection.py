@@ -122,7 +122,9 @@ class KnowledgeRun:
     losses: list[float] = field(default_factory=list)
 
 
-def _datasets(texts: Sequence[str], tokenizer, block_size: int):
+def document_blocks(texts: Sequence[str], tokenizer, block_size: int):
+    """``texts`` (one document each, EOS after each) in ``block_size`` blocks, as train and
+    validation of a ``DatasetDict``, for ``training.build_trainer``."""
     from datasets import Dataset, DatasetDict
 
     split = Dataset.from_dict({"text": list(texts)})
@@ -147,7 +149,7 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
         model = AutoModelForCausalLM.from_config(model.config).to(model.dtype)
     if variant.lora:
         model = wrap_lora(model, profile.lora_rank)
-    lm = _datasets(texts, tokenizer, profile.block_size)
+    lm = document_blocks(texts, tokenizer, profile.block_size)
     steps = kb_max_steps(len(lm["train"]), settings)
     learning_rate = profile.learning_rate * (profile.lora_learning_rate_factor if variant.lora else 1)
     with tempfile.TemporaryDirectory(prefix="kb-run-") as output_dir:
