@@ -15,8 +15,8 @@ from ragft_helpers.qa import Question
 from ragft_helpers.rag import answer, answer_many, build_prompt, has_chat_template
 from ragft_helpers.retrieval import DEFAULT_METHOD, retrieve
 from ragft_helpers.retrieval_metrics import is_relevant
-from ragft_helpers.scoring import (choose_option, choose_options, distinct_n, judge, normalise,
-                                   option_order)
+from ragft_helpers.scoring import (choose_after, choose_option, choose_options, distinct_n, judge,
+                                   normalise, option_ids, option_order)
 from ragft_helpers.store import MiniLMEmbeddingFunction
 
 
@@ -117,9 +117,12 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     """Score ``system`` on ``questions``: one row per question.
 
     Multiple choice (``mc_correct``) for answerable questions unless ``multiple_choice_too`` is
-    off, scored in batches (:func:`multiple_choice_many`); greedy free-form answers
-    (``correct``, ``abstained``, ``hallucinated``) for ``free_form`` (default: all of
-    ``questions``; a subset saves time), generated in batches (:func:`rag.answer_many`).
+    off; greedy free-form answers (``correct``, ``abstained``, ``hallucinated``) for
+    ``free_form`` (default: all of ``questions``; a subset saves time), generated in batches
+    (:func:`rag.answer_many`). A question asked both ways whose free-form prompt is its
+    multiple-choice prompt is read once: its options are scored on the keys and values the
+    generation computed (:func:`choose_after`); the others are scored in batches
+    (:func:`multiple_choice_many`).
 
     ``seconds`` is each free-form answer's cost: its retrieval and prompt time plus its share of
     its batch's generation, split into ``retrieval_s``, ``prefill_s`` and ``decode_s`` (summed
@@ -158,17 +161,42 @@ def evaluate_system(system: System, questions: Sequence[Question], settings, *,
     to_ask = [n for n in asked if (keys[n], "free") not in kept]
     new: dict = {}
     with PeakRSS() as memory:
+        # A question asked both ways is read once: its options are scored on the keys and values
+        # free-form generation computed for the same prompt.
         start = time.perf_counter()
-        choices = multiple_choice_many(system, [questions[n] for n in to_choose],
-                                       settings) if to_choose else []
-        share = (time.perf_counter() - start) / max(1, len(to_choose))
-        for n, choice in zip(to_choose, choices):
-            new[(keys[n], "mc")] = (choice, share)
+        both = {n: _choice_prompt(system, questions[n], settings)
+                for n in set(to_choose).intersection(to_ask)}
+        shared_seconds = time.perf_counter() - start  # the prompts, then the options' own passes
+
+        def score_options(position: int, ids: list[int], cache) -> None:
+            nonlocal shared_seconds
+            n = to_ask[position]
+            if n not in both:
+                return
+            begun = time.perf_counter()
+            prompt, order, relevant = both.pop(n)
+            if system.tokenizer(prompt, add_special_tokens=False)["input_ids"] == ids:
+                options = [[questions[n].answer, *questions[n].distractors][i] for i in order]
+                index, scores = choose_after(system.model, system.tokenizer, cache, ids[-1],
+                                             option_ids(system.tokenizer, prompt, options))
+                new[(keys[n], "mc")] = (_choice_row(questions[n], order, relevant, index, scores),
+                                        None)
+            shared_seconds += time.perf_counter() - begun
+
         replies = answer_many([questions[n].question for n in to_ask], model=system.model,
                               tokenizer=system.tokenizer, collection=system.collection,
                               k=_k(system, settings), use_retrieval=system.retrieval,
                               method=system.method, settings=settings,
-                              batch_size=settings.profile.answer_batch_size) if to_ask else []
+                              on_prefill=score_options) if to_ask else []
+        shared = [n for n in to_choose if (keys[n], "mc") in new]
+        for n in shared:
+            new[(keys[n], "mc")] = (new[(keys[n], "mc")][0], shared_seconds / len(shared))
+        rest = [n for n in to_choose if (keys[n], "mc") not in new]
+        start = time.perf_counter()
+        choices = multiple_choice_many(system, [questions[n] for n in rest], settings) if rest else []
+        share = (time.perf_counter() - start) / max(1, len(rest))
+        for n, choice in zip(rest, choices):
+            new[(keys[n], "mc")] = (choice, share)
         for n, reply in zip(to_ask, replies):
             question = questions[n]
             correct, abstained = judge(reply.text, question, abstained=reply.abstained)

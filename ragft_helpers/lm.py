@@ -147,7 +147,26 @@ def _common_prefix(sequences: list[list[int]]) -> int:
     return shortest
 
 
-def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_length: int = 0):
+def length_batches(lengths: list[int], batch_size: int,
+                   batch_tokens: int | None = None) -> list[list[int]]:
+    """Indices of sequences grouped longest first (so little padding is needed): at most
+    ``batch_size`` per group and, with ``batch_tokens``, at most that many tokens once padded to
+    the group's longest (a sequence longer than that runs alone)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = batches[-1] if batches else None
+        if group and len(group) < batch_size and (
+                batch_tokens is None or lengths[group[0]] * (len(group) + 1) <= batch_tokens):
+            group.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_length: int = 0,
+                  on_row: Callable[[int, Any], None] | None = None):
     """Run each of ``rows`` (token ids) through ``model`` on its own, then stack their keys and
     values into one batch cache, left-padded: each row's at the end of the longest row's width,
     zeros before it (the batch's attention mask hides them; positions count from each row's first
@@ -156,6 +175,8 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
     A padded batch reads prompts of a few hundred tokens more slowly on a CPU than the same
     prompts one by one; generating afterwards gains from the batch. ``prefix_cache`` holds the keys and values of the first
     ``prefix_length`` tokens, which every row starts with: they are run once, not per row.
+    ``on_row(position, cache)`` is called with each non-empty row's own cache before the rows are
+    stacked (the callee may extend a copy of it, not the cache itself).
     """
     import copy
 
@@ -173,6 +194,8 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
             cache = model(torch.tensor([rest], device=device), cache=cache, use_cache=True,
                           logits_to_keep=1).cache
         layers.append([(keys, values) for keys, values, *_ in cache] if len(row) else [])
+        if on_row is not None and len(row):
+            on_row(len(layers) - 1, cache)
     shape = next(row for row in layers if row)  # some row has tokens
     stacked = DynamicCache(config=model.config)
     for index in range(len(shape)):
@@ -192,12 +215,16 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
 
 def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: int,
                     stop: Callable[[str], bool] | None = None, add_special_tokens: bool = True,
-                    batch_size: int = 1, prompt_lookup: int | None = None,
-                    share_prefix: bool = True) -> list[Generation]:
+                    batch_size: int = 1, batch_tokens: int | None = None,
+                    prompt_lookup: int | None = None, share_prefix: bool = True,
+                    on_prefill: Callable[[int, list[int], Any], None] | None = None
+                    ) -> list[Generation]:
     """Greedy continuations of ``prompts``, ``batch_size`` prompts per padded batch.
 
-    Prompts are grouped by token length (longest first, so little padding is needed), padded on
-    the left with an attention mask, and returned in their given order. Each prompt is read alone
+    Prompts are grouped by token length (:func:`length_batches`: longest first, so little padding
+    is needed; with ``batch_tokens``, at most that many prompt tokens per batch once padded, so
+    short prompts share larger batches than long ones), padded on the left with an attention
+    mask, and returned in their given order. Each prompt is read alone
     and the batch then generates together (:func:`prefill_alone`). Each row ends on its own:
     at EOS, at ``max_new_tokens``, or once ``stop`` holds for its decoded continuation; a row that
     ended gets padding the model ignores, and the tokens after its end are dropped. The text is
@@ -210,20 +237,24 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
     prompt per batch only; no shared prefix then) proposes up to that many tokens copied from the
     prompt where its last words occur there (prompt lookup decoding) and checks them in one
     forward pass: the greedy choice is kept, so only the speed changes.
+
+    ``on_prefill(index, ids, cache)`` is called once per prompt of more than one token, with its
+    index, its token ids and the keys and values of all its tokens but the last, before its batch
+    generates: whatever else needs the prompt read (e.g. scoring answer options after it) can
+    reuse that reading. Its time is not counted in ``prefill_ms``.
     """
     import torch
     from transformers import StoppingCriteriaList
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if prompt_lookup and batch_size != 1:
-        raise ValueError("prompt_lookup works one prompt at a time: use batch_size=1.")
+    if prompt_lookup and (batch_size != 1 or on_prefill is not None):
+        raise ValueError("prompt_lookup works one prompt at a time, without on_prefill: "
+                         "use batch_size=1.")
     options: dict[str, Any] = {"prompt_lookup_num_tokens": prompt_lookup} if prompt_lookup else {}
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         return []
     encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    batches = length_batches([len(e) for e in encoded], batch_size, batch_tokens)
     pad, eos_ids = pad_token_id(tokenizer), _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
     shared = 0
@@ -242,8 +273,7 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                 prefix_cache = model(torch.tensor([encoded[0][:shared]], device=device),
                                      use_cache=True).cache
                 prefix_ms = (time.perf_counter() - start) * 1000
-            for begin in range(0, len(order), batch_size):
-                rows = order[begin:begin + batch_size]
+            for rows in batches:
                 width = max(len(encoded[i]) for i in rows)
                 ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows],
                                    device=device)
@@ -251,11 +281,20 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                                      for i in rows], device=device)
                 start = time.perf_counter()
                 options.pop("cache", None)
-                if (len(rows) > 1 or prefix_cache is not None) and width > 1:
+                hook_seconds = 0.0
+                if (len(rows) > 1 or prefix_cache is not None or on_prefill) and width > 1:
+
+                    def on_row(position, cache, rows=rows):
+                        nonlocal hook_seconds
+                        begun = time.perf_counter()
+                        on_prefill(rows[position], encoded[rows[position]], cache)
+                        hook_seconds += time.perf_counter() - begun
+
                     # each prompt but its last token read alone, the batch then generates together
                     options["cache"] = prefill_alone(model, [encoded[i][:-1] for i in rows],
                                                     prefix_cache=prefix_cache,
-                                                    prefix_length=shared)
+                                                    prefix_length=shared,
+                                                    on_row=on_row if on_prefill else None)
                 progress = _row_progress(tokenizer, width, len(rows), stop, eos_ids)
                 output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                         max_new_tokens=max_new_tokens, pad_token_id=pad,
@@ -264,7 +303,8 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                 end = time.perf_counter()
                 first = progress.first_token_at or end
                 # the shared prefix ran once for all prompts: each batch is charged its share
-                prefill_ms = (first - start) * 1000 + prefix_ms * len(rows) / len(prompts)
+                prefill_ms = ((first - start - hook_seconds) * 1000
+                              + prefix_ms * len(rows) / len(prompts))
                 for row, index in enumerate(rows):
                     kept = progress.ended_at[row] or output.size(1) - width
                     new = output[row, width:width + kept]

@@ -5,7 +5,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from ragft_helpers.config import Settings, get_settings
 from ragft_helpers.lm import Generation, generate_greedy
@@ -210,14 +210,18 @@ def first_sentence(text: str) -> str:
 
 
 def generate_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *,
-                     batch_size: int = 1, prompt_lookup: int = 0) -> list[Generation]:
+                     batch_size: int = 1, batch_tokens: int | None = None,
+                     prompt_lookup: int = 0, on_prefill=None) -> list[Generation]:
     """Greedy continuations of ``prompts`` up to the end of their first sentence or line (the bot
     is asked for one short sentence; stopping there also saves generation time), as
     :class:`~ragft_helpers.lm.Generation` records whose ``text`` is that first sentence.
-    ``batch_size`` prompts run per padded batch; ``prompt_lookup`` applies to batches of one."""
+    Up to ``batch_size`` prompts (and ``batch_tokens`` padded prompt tokens) run per padded
+    batch; ``prompt_lookup`` applies to batches of one; ``on_prefill`` is
+    :func:`~ragft_helpers.lm.generate_greedy`'s."""
     generated = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                 add_special_tokens=not has_chat_template(tokenizer),
                                 stop=first_sentence_done, batch_size=batch_size,
+                                batch_tokens=batch_tokens, on_prefill=on_prefill,
                                 prompt_lookup=prompt_lookup if batch_size == 1 else None)
     return [replace(g, text=first_sentence(g.text)) for g in generated]
 
@@ -276,10 +280,14 @@ def answer_many(questions: Sequence[str], *, model, tokenizer, collection=None,
                 k: int | None = None, threshold: float = DEFAULT_THRESHOLD,
                 max_new_tokens: int | None = None, settings: Settings | None = None,
                 use_retrieval: bool = True, method: str = DEFAULT_METHOD,
-                batch_size: int | None = None) -> list[Answer]:
+                batch_size: int | None = None, batch_tokens: int | None = None,
+                on_prefill: Callable[[int, list[int], Any], None] | None = None) -> list[Answer]:
     """:func:`answer` for many questions at once (no history): retrieval and prompts one question
-    at a time, generation ``batch_size`` prompts per padded batch (default: the profile's
-    ``answer_batch_size``), the shared system prompt run once.
+    at a time, generation in padded batches of up to ``batch_size`` prompts and ``batch_tokens``
+    padded prompt tokens (defaults: the profile's ``answer_batch_size`` and
+    ``answer_batch_tokens``), the shared system prompt run once. ``on_prefill(index, ids,
+    cache)`` is called for each question that reaches the model, with its index in ``questions``
+    (:func:`~ragft_helpers.lm.generate_greedy`).
 
     The answers are those :func:`answer` gives one by one, up to floating-point differences of
     padded batches. Each answer's ``prefill_ms`` and ``decode_ms`` are its share of its batch's;
@@ -289,6 +297,7 @@ def answer_many(questions: Sequence[str], *, model, tokenizer, collection=None,
     settings = settings or get_settings()
     max_new_tokens = max_new_tokens or settings.profile.max_new_tokens
     batch_size = batch_size or settings.profile.answer_batch_size
+    batch_tokens = batch_tokens or settings.profile.answer_batch_tokens
     k = settings.profile.rag_k if k is None else k
     window = context_window(model, tokenizer)
     answers: list[Answer] = []
@@ -309,7 +318,9 @@ def answer_many(questions: Sequence[str], *, model, tokenizer, collection=None,
                               (time.perf_counter() - start) * 1000))
         pending.append(len(answers) - 1)
     generated = generate_answers(model, tokenizer, [answers[i].prompt for i in pending],
-                                 max_new_tokens, batch_size=batch_size)
+                                 max_new_tokens, batch_size=batch_size, batch_tokens=batch_tokens,
+                                 on_prefill=None if on_prefill is None else
+                                 lambda j, ids, cache: on_prefill(pending[j], ids, cache))
     for index, result in zip(pending, generated):
         reply = answers[index]
         reply.text, reply.batch_rows = result.text, result.batch_rows

@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ragft_helpers.lm import pad_token_id
+from ragft_helpers.lm import length_batches, pad_token_id
 from ragft_helpers.qa import Question
 
 _ABSTENTION = re.compile(
@@ -134,23 +134,41 @@ def choose_option(model, tokenizer, prompt: str, options: Sequence[str], *,
     return max(range(n), key=scores.__getitem__), scores
 
 
+def option_ids(tokenizer, prompt: str, options: Sequence[str]) -> list[list[int]]:
+    """Each option's token ids as it follows ``prompt`` (after a space unless the prompt ends in
+    whitespace)."""
+    joiner = "" if prompt[-1:].isspace() else " "
+    return [tokenizer(joiner + option, add_special_tokens=False)["input_ids"] for option in options]
+
+
+def choose_after(model, tokenizer, cache, last_id: int,
+                 options: Sequence[list[int]]) -> tuple[int, list[float]]:
+    """:func:`choose_option` on a prompt already read: ``cache`` holds the keys and values of all
+    its tokens but the last, ``last_id`` (e.g. from :func:`~ragft_helpers.lm.generate_greedy`'s
+    ``on_prefill``); ``options`` are token ids (:func:`option_ids`). The last prompt token and
+    each option run as one row on a copy of the cache; the scores are :func:`choose_option`'s, up
+    to floating-point differences."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = pad_token_id(tokenizer)
+    n, width = len(options), 1 + max(len(ids) for ids in options)
+    # right padding: no real token attends to the padding after it, so no mask is needed
+    batch = torch.tensor([[last_id, *ids] + [pad] * (width - 1 - len(ids)) for ids in options],
+                         device=device)
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(n)
+    with torch.inference_mode():
+        logits = model(batch, cache=cache, use_cache=True).logits.float()
+    log_probs = logits.log_softmax(-1)  # position t predicts token t + 1 of its row
+    scores = [sum(log_probs[row, t, ids[t]].item() for t in range(len(ids))) / len(ids)
+              for row, ids in enumerate(options)]
+    return max(range(n), key=scores.__getitem__), scores
+
+
 # Padded prompt tokens per forward pass of choose_options: on a CPU a pass of a few hundred tokens
 # already keeps the cores busy, so longer prompts gain nothing from sharing one and padding costs.
 CHOICE_BATCH_TOKENS = 512
-
-
-def _prompt_batches(lengths: list[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
-    """Indices of prompts grouped longest first: at most ``batch_size`` per group, and at most
-    ``batch_tokens`` tokens once padded to the group's longest (a prompt longer than that runs
-    alone)."""
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        group = batches[-1] if batches else None
-        if group and len(group) < batch_size and lengths[group[0]] * (len(group) + 1) <= batch_tokens:
-            group.append(index)
-        else:
-            batches.append([index])
-    return batches
 
 
 def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]], *,
@@ -170,8 +188,6 @@ def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]],
     """
     import torch
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     prompts = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt, _ in items]
@@ -183,7 +199,7 @@ def choose_options(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]],
     model.eval()
     try:
         with torch.inference_mode():
-            for rows in _prompt_batches([len(p) for p in prompts], batch_size, batch_tokens):
+            for rows in length_batches([len(p) for p in prompts], batch_size, batch_tokens):
                 width = max(len(prompts[i]) for i in rows)
                 ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in rows],
                                    device=device)

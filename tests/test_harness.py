@@ -55,6 +55,23 @@ def test_choose_option_picks_what_the_model_learned(trained, tokenizer):
     assert index == 1 and len(scores) == 4
 
 
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_options_scored_on_a_read_prompt_score_as_choose_option(tokenizer, make):
+    model = make(tokenizer, seed=3, initializer_range=0.5).eval()
+    prompt = "the ferry leaves the harbour at"
+    options = ["seven", "nine in the morning", "two", "the island has a school"]
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        cache = model(torch.tensor([ids[:-1]]), use_cache=True).cache
+    length = cache.get_seq_length()
+    index, scores = scoring.choose_after(model, tokenizer, cache, ids[-1],
+                                         scoring.option_ids(tokenizer, prompt, options))
+    expected_index, expected = scoring.choose_option(model, tokenizer, prompt, options)
+    assert index == expected_index and scores == pytest.approx(expected, abs=1e-4)
+    assert len(set(round(x, 3) for x in scores)) == len(options)  # the options really differ
+    assert cache.get_seq_length() == length  # the reading is left as it was, for generation
+
+
 def test_scores_are_mean_log_probs_per_option_token(trained, tokenizer):
     prompt = "the ferry leaves"
     options = ["the harbour at seven", "at", "the island has a school"]
@@ -155,6 +172,36 @@ def test_evaluate_system_in_batches_gives_the_one_by_one_results(trained, tokeni
     assert list(rows["answer"]) == [a.text for a in alone]
     choices = [harness.multiple_choice(system, q, settings) for q in questions if q.answerable]
     assert list(rows["mc_choice"].dropna()) == [c["mc_choice"] for c in choices]
+    margins = rows["mc_margin"].dropna().tolist()
+    assert margins == pytest.approx([c["mc_margin"] for c in choices], abs=1e-4)
+
+
+def test_a_question_asked_both_ways_is_read_once(trained, tokenizer, settings, tmp_path,
+                                                  monkeypatch):
+    """Its options are scored on the keys and values of the free-form answer's prompt: no
+    multiple-choice pass of its own, with or without retrieval, and the same choices."""
+    (tmp_path / "a.md").write_text("# A\n\n## Times\n\nThe ferry leaves the harbour at seven.\n")
+    index = store.open_collection(settings, name="read-once")
+    store.index_folder(tmp_path, index, progress=False)
+    questions = [_q("o1"), _q("o2", question="the ferry returns to the harbour at", answer="nine"),
+                 _q("o3", "unanswerable", answer=None)]
+    for system in (harness.System("once", trained, tokenizer),
+                   harness.System("once-rag", trained, tokenizer, retrieval=True, collection=index)):
+        expected = [harness.multiple_choice(system, q, settings) for q in questions[:2]]
+        passes = []
+        real = harness.choose_options
+        monkeypatch.setattr(harness, "choose_options",
+                            lambda *args, **kwargs: passes.append(args[2]) or real(*args, **kwargs))
+        rows = harness.evaluate_system(system, questions, settings, reuse=False).rows
+        monkeypatch.undo()
+        assert passes == []  # every answerable question was scored on its free-form reading
+        assert rows["mc_choice"].dropna().tolist() == [e["mc_choice"] for e in expected]
+        assert rows["mc_margin"].dropna().tolist() == pytest.approx(
+            [e["mc_margin"] for e in expected], abs=1e-4)
+        assert rows["context_relevant"].dropna().tolist() == (
+            [e["context_relevant"] for e in expected] if system.retrieval else [])
+        # multiple choice alone still has its own pass
+        harness.evaluate_system(system, questions, settings, free_form=[], reuse=False)
 
 
 def test_free_form_can_run_on_a_subset(trained, tokenizer, settings):

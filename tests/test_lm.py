@@ -96,6 +96,37 @@ def test_batched_greedy_answers_equal_unbatched(lively, head):
                        batch_size=4) == [g.text for g in alone]
 
 
+def test_length_batches_group_by_padded_tokens():
+    lengths = [50, 400, 60, 390, 55, 380]
+    assert lm.length_batches(lengths, 8) == [[1, 3, 5, 2, 4, 0]]  # longest first
+    # at most 780 padded tokens: long prompts one or two at a time, the short ones all together
+    assert lm.length_batches(lengths, 8, 780) == [[1], [3, 5], [2, 4, 0]]
+    assert lm.length_batches(lengths, 2, 10_000) == [[1, 3], [5, 2], [4, 0]]
+    assert lm.length_batches([900, 10], 4, 800) == [[0], [1]]  # too long for a batch: alone
+    with pytest.raises(ValueError, match="batch_size"):
+        lm.length_batches(lengths, 0)
+
+
+def test_prefill_hook_sees_each_prompt_read_once_and_changes_no_answer(lively):
+    model, tokenizer = lively
+    prompts = [HEAD + p for p in PROMPTS]
+    plain = lm.generate_greedy(model, tokenizer, prompts, max_new_tokens=10,
+                               stop=_ends_at_punctuation, batch_size=3)
+    seen = {}
+
+    def hook(index, ids, cache):
+        seen[index] = (ids, cache.get_seq_length())
+        cache.batch_repeat_interleave(2)  # a careless hook must not change the batch's cache
+
+    hooked = lm.generate_greedy(model, tokenizer, prompts, max_new_tokens=10,
+                                stop=_ends_at_punctuation, batch_size=3, on_prefill=hook)
+    assert [g.text for g in hooked] == [g.text for g in plain]
+    assert sorted(seen) == list(range(len(prompts)))
+    for index, prompt in enumerate(prompts):
+        ids = tokenizer(prompt)["input_ids"]
+        assert seen[index] == (ids, len(ids) - 1)  # every token but the last, which generates
+
+
 def test_prompt_lookup_keeps_the_greedy_answer(lively):
     model, tokenizer = lively
     prompts = [p + " " + p for p in PROMPTS]  # repeats, so lookup finds candidates to copy
