@@ -14,11 +14,15 @@ Measured in one run on the knowledge base in ``data/knowledge`` (default chunkin
   greedy) with the resolved language model, split into retrieval, prefill (time to the first new
   token) and decode, on ``--answers`` answerable questions spread over the question set; the same
   questions token by token (no prompt lookup) as the reference the other answers are compared to;
-- batched free-form answers (``rag.answer_many``, the profile's ``answer_batch_size``) against
-  the same questions answered one by one: agreement of the answers and the speed ratio;
+- batched free-form answers (``rag.answer_many``, the profile's ``answer_batch_size`` and
+  ``answer_batch_tokens``) against the same questions answered one by one: agreement of the
+  answers and the speed ratio;
 - batched multiple choice (``scoring.choose_options``, the profile's ``choice_batch_size``)
   against ``scoring.choose_option`` per question, with and without the retrieved chunks in the
   prompt: agreement of the choices, largest score difference, speed ratio;
+- scoring a system with the harness (``harness.evaluate_system``: multiple choice and a free-form
+  answer per question, each prompt read once), without and with retrieval, against the way it
+  scored before (a multiple-choice pass of its own, answers in batches of 8): agreement, speed;
 - with ``--bf16``, the one-by-one answers of a bf16 copy of the model: agreement and speed;
 - with ``--lookup N ...``, the one-by-one answers with prompt lookup proposing N tokens instead of
   ``rag.PROMPT_LOOKUP``: agreement with token by token, and speed.
@@ -48,7 +52,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ragft_helpers  # before transformers: sets offline mode when the hub is unreachable
-from ragft_helpers import raft, rag, retrieval, retrieval_metrics, scoring, store
+from ragft_helpers import harness, raft, rag, retrieval, retrieval_metrics, scoring, store
 from ragft_helpers.assets import load_causal_lm
 from ragft_helpers.config import get_settings
 from ragft_helpers.corpus import chunk_documents, load_documents
@@ -186,6 +190,7 @@ def measure_answers(resolved, collection, questions: list[str], settings, index_
     texts, reference_texts = [r.text for r in replies], [r.text for r in reference]
     result = {
         "answers": len(questions), "answer_batch_size": batch_size,
+        "answer_batch_tokens": settings.profile.answer_batch_tokens,
         "answer_p50": p50(walls), "answer_cpu_p50": p50(cpus),
         "generation_p50": p50(r.generation_ms / 1000 for r in replies),
         "retrieval_p50_ms": p50(r.retrieval_ms for r in replies),
@@ -257,6 +262,37 @@ def measure_choices(resolved, collection, questions, settings, index_settings) -
     return rows
 
 
+def measure_scoring(resolved, collection, questions, settings) -> list[dict]:
+    """What ``harness.evaluate_system`` costs per system, without and with retrieval: multiple
+    choice and a free-form answer for every question, each prompt read once and the answers in
+    batches of ≤ ``answer_batch_size`` prompts and ≤ ``answer_batch_tokens`` padded tokens,
+    against the way it scored before in the same run (a multiple-choice pass of its own, then
+    the answers in batches of 8)."""
+    rows = []
+    for with_retrieval in (False, True):
+        system = harness.System("bench", resolved.model, resolved.tokenizer,
+                                retrieval=with_retrieval, collection=collection)
+
+        def before():
+            choices = harness.multiple_choice_many(system, questions, settings)
+            replies = rag.answer_many([q.question for q in questions], model=system.model,
+                                      tokenizer=system.tokenizer, collection=collection,
+                                      use_retrieval=with_retrieval, settings=settings,
+                                      batch_size=8, batch_tokens=10 ** 9)
+            return [c["mc_choice"] for c in choices], [r.text for r in replies]
+
+        (old_choices, old_answers), before_wall, before_cpu = timed(before)
+        result, wall, cpu = timed(lambda: harness.evaluate_system(system, questions, settings,
+                                                                  reuse=False))
+        rows.append({
+            "retrieval": with_retrieval, "questions": len(questions),
+            "choice_agreement": agreement(result.rows["mc_choice"].tolist(), old_choices),
+            "answer_agreement": agreement(result.rows["answer"].tolist(), old_answers),
+            "before_s": before_wall, "before_cpu_s": before_cpu, "after_s": wall, "after_cpu_s": cpu,
+            "ratio": before_wall / wall, "cpu_ratio": before_cpu / cpu})
+    return rows
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
@@ -291,7 +327,8 @@ def results_table(r: dict) -> str:
         f"({r['lookup_cpu_ratio']:.2f}× by CPU time); token by token p50 {r['reference_p50']:.2f} s "
         f"(CPU {r['reference_cpu_p50']:.2f} s) | all agree | "
         f"{verdict(r['lookup_agreement'] == 1.0)} |",
-        f"| batched free-form (`rag.answer_many`, batches of {r['answer_batch_size']}) vs one by one "
+        f"| batched free-form (`rag.answer_many`, batches of ≤ {r['answer_batch_size']} prompts and "
+        f"≤ {r['answer_batch_tokens']} padded tokens), k = {r['k']} vs one by one "
         f"token by token | answers agree on {r['batched_reference_agreement']:.0%} "
         f"({r['batched_agreement']:.0%} with prompt lookup's); {r['batched_ratio']:.2f}× by wall "
         f"time ({r['reference_s']:.0f} s → {r['batched_s']:.0f} s), {r['batched_cpu_ratio']:.2f}× "
@@ -313,6 +350,15 @@ def results_table(r: dict) -> str:
             f"{c['questions']} questions) | choices agree on {c['agreement']:.0%}, scores within "
             f"{c['max_score_difference']:.1e}; {c['ratio']:.2f}× by wall time "
             f"({c['alone_s']:.1f} s → {c['batched_s']:.1f} s), {c['cpu_ratio']:.2f}× by CPU time | | |")
+    for c in r.get("scoring", []):
+        prompt = f"k = {r['k']} chunks" if c["retrieval"] else "no retrieval"
+        rows.append(
+            f"| scoring a system (`harness.evaluate_system`: multiple choice and a free-form answer "
+            f"per question, each prompt read once, budgeted batches) vs a multiple-choice pass of "
+            f"its own and answers in batches of 8, {prompt} ({c['questions']} questions) | choices "
+            f"agree on {c['choice_agreement']:.0%}, answers on {c['answer_agreement']:.0%}; "
+            f"{c['ratio']:.2f}× by wall time ({c['before_s']:.1f} s → {c['after_s']:.1f} s), "
+            f"{c['cpu_ratio']:.2f}× by CPU time | | |")
     if "bf16_agreement" in r:
         rows.append(
             f"| bf16 copy of the model (`rag.answer`), kept only if every answer agrees | answers "
@@ -442,6 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
     answers = measure_answers(resolved, collection, [q.question for q in sample], settings, local,
                               args.bf16, args.lookup)
     choices = measure_choices(resolved, collection, sample, settings, local)
+    scoring_rows = measure_scoring(resolved, collection, sample, local)
 
     results = {
         "documents": len(documents), "chunks": len(texts), "k": settings.profile.rag_k,
@@ -457,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
         # the embedding tables are looked up, not multiplied: they cost no FLOPs per token
         "embedding_parameters": sum(p.numel() for name, p in store.shared_embedding_model().named_parameters()
                                     if ".embeddings." not in name),
-        **answers, "choices": choices, "model": resolved.provenance.name,
+        **answers, "choices": choices, "scoring": scoring_rows, "model": resolved.provenance.name,
         "model_parameters": sum(p.numel() for p in resolved.model.parameters()),
         "max_new_tokens": min(settings.profile.max_new_tokens, MAX_NEW_TOKENS),
     }

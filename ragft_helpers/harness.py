@@ -237,8 +237,8 @@ def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, 
                     samples: int | None = None, temperature: float = 1.0, top_p: float = 0.95):
     """``samples`` answers (default: the profile's ``open_samples``) sampled for each prompt, with
     the system's retrieved chunks in the prompt for a retrieval system: one row per answer
-    (``system``, ``prompt``, ``sample``, ``answer``). Sample ``i`` of every prompt uses the seed
-    ``settings.seed + i``, so every system draws with the same seeds. The answers are saved
+    (``system``, ``prompt``, ``sample``, ``answer``). Sample ``i`` of every prompt is drawn in one
+    padded batch seeded ``settings.seed + i``, so every system draws with the same seeds. The answers are saved
     (:func:`~ragft_helpers.score_cache.reused`): a re-run reloads them."""
     samples = samples or settings.profile.open_samples
     return score_cache.reused(
@@ -250,17 +250,17 @@ def sampled_answers(system: System, prompts: Sequence[str], settings: Settings, 
 def _sampled_answers(system, prompts, settings, samples, temperature, top_p):
     import pandas as pd
 
-    rows = []
-    for prompt in prompts:
-        chunks = (retrieve(prompt, _k(system, settings), system.collection, settings=settings,
-                           method=system.method) if system.retrieval else [])
-        text = build_prompt(prompt, chunks, system.tokenizer)
-        for i in range(samples):
-            answer_text = generate(system.model, system.tokenizer, text, do_sample=True,
-                                   temperature=temperature, top_p=top_p, seed=settings.seed + i,
-                                   max_new_tokens=settings.profile.max_new_tokens,
-                                   add_special_tokens=not has_chat_template(system.tokenizer))[0]
-            rows.append({"system": system.name, "prompt": prompt, "sample": i, "answer": answer_text})
+    texts = [build_prompt(prompt, retrieve(prompt, _k(system, settings), system.collection,
+                                           settings=settings, method=system.method)
+                          if system.retrieval else [], system.tokenizer) for prompt in prompts]
+    # sample i of every prompt in one batch, seeded settings.seed + i
+    answers = [generate(system.model, system.tokenizer, texts, do_sample=True,
+                        temperature=temperature, top_p=top_p, seed=settings.seed + i,
+                        max_new_tokens=settings.profile.max_new_tokens, batch_size=len(texts) or 1,
+                        add_special_tokens=not has_chat_template(system.tokenizer))
+               for i in range(samples)]
+    rows = [{"system": system.name, "prompt": prompt, "sample": i, "answer": answers[i][n]}
+            for n, prompt in enumerate(prompts) for i in range(samples)]
     return pd.DataFrame(rows, columns=["system", "prompt", "sample", "answer"])
 
 

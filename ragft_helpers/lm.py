@@ -322,12 +322,12 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
              stop: Callable[[str], bool] | None = None, batch_size: int = 1) -> list[str]:
     """The continuation (prompt excluded) of each prompt; greedy unless ``do_sample``.
 
-    With ``seed``, the generator is re-seeded before each prompt, so a sample does not depend on
-    the prompts before it. ``stop`` ends generation early once it returns True for the text
-    generated so far (e.g. "the first sentence is complete"). ``add_special_tokens=False`` for
-    prompts that already hold them (a chat template's output). Greedy decoding can run
-    ``batch_size`` prompts per padded batch (:func:`generate_greedy`); sampling runs one prompt
-    at a time.
+    ``stop`` ends generation early once it returns True for the text generated so far (e.g.
+    "the first sentence is complete"). ``add_special_tokens=False`` for prompts that already hold
+    them (a chat template's output). Up to ``batch_size`` prompts run per padded batch
+    (:func:`generate_greedy` when greedy). When sampling with ``seed``, the generator is re-seeded
+    before each batch, so a sample depends on its batch only: with ``batch_size=1`` on its prompt
+    alone, with one batch for all prompts on the seed and the prompts.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -337,31 +337,41 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
                                                 max_new_tokens=max_new_tokens, stop=stop,
                                                 add_special_tokens=add_special_tokens,
                                                 batch_size=batch_size)]
-    if batch_size != 1:
-        raise ValueError("Sampling runs one prompt at a time (each re-seeded): use batch_size=1, "
-                         "or greedy decoding for batches.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        return []
+    pad = pad_token_id(tokenizer)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": True,
-                               "pad_token_id": pad_token_id(tokenizer)}
+                               "pad_token_id": pad}
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
     options.update({key: value for key, value in sampling.items() if value is not None})
+    encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
     device = next(model.parameters()).device
+    eos_ids = _eos_ids(model, tokenizer)
+    continuations: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    continuations = []
     try:
         with torch.inference_mode():
-            for prompt in prompts:
+            # in the given order, so that a prompt's batch (and its sample) does not depend on
+            # the other prompts' lengths
+            for begin in range(0, len(prompts), batch_size):
+                rows = list(range(begin, min(begin + batch_size, len(prompts))))
+                width = max(len(encoded[i]) for i in rows)
+                ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows],
+                                   device=device)
+                mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i])
+                                     for i in rows], device=device)
                 if seed is not None:
                     torch.manual_seed(seed)
-                encoded = tokenizer(prompt, return_tensors="pt",
-                                    add_special_tokens=add_special_tokens).to(device)
-                length = encoded["input_ids"].size(1)
-                if stop is not None:
-                    options["stopping_criteria"] = StoppingCriteriaList(
-                        [_row_progress(tokenizer, length, 1, stop, set())])
-                output = model.generate(**encoded, **options)
-                continuations.append(tokenizer.decode(output[0, length:], skip_special_tokens=True))
+                progress = _row_progress(tokenizer, width, len(rows), stop, eos_ids)
+                output = model.generate(input_ids=ids, attention_mask=mask,
+                                        stopping_criteria=StoppingCriteriaList([progress]),
+                                        **options)
+                for row, index in enumerate(rows):
+                    kept = progress.ended_at[row] or output.size(1) - width
+                    continuations[index] = tokenizer.decode(output[row, width:width + kept],
+                                                            skip_special_tokens=True)
     finally:
         model.train(was_training)
     return continuations

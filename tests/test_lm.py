@@ -138,10 +138,24 @@ def test_prompt_lookup_keeps_the_greedy_answer(lively):
         assert (lookup.text, lookup.new_tokens) == (plain.text, plain.new_tokens)
 
 
-def test_batches_refuse_sampling_and_prompt_lookup(tiny):
+def test_sampled_batches_follow_the_seed_and_end_each_row_on_its_own(lively):
+    model, tokenizer = lively
+    prompts = PROMPTS[:5]
+    options = dict(max_new_tokens=10, do_sample=True, temperature=2.0, stop=_ends_at_punctuation)
+    batched = lm.generate(model, tokenizer, prompts, seed=7, batch_size=5, **options)
+    assert batched == lm.generate(model, tokenizer, prompts, seed=7, batch_size=5, **options)
+    assert batched != lm.generate(model, tokenizer, prompts, seed=8, batch_size=5, **options)
+    # nothing after a row's end: each row stops at its own first punctuation mark
+    for text in batched:
+        words = text.split()
+        assert not any(_ends_at_punctuation(" ".join(words[:n])) for n in range(1, len(words)))
+    # in batches of one, each prompt's sample is its own: the same whatever comes before it
+    alone = lm.generate(model, tokenizer, prompts, seed=7, **options)
+    assert alone[1:] == lm.generate(model, tokenizer, prompts[1:], seed=7, **options)
+
+
+def test_batches_refuse_prompt_lookup(tiny):
     model, tokenizer = tiny
-    with pytest.raises(ValueError, match="one prompt at a time"):
-        lm.generate(model, tokenizer, ["the", "a"], max_new_tokens=2, do_sample=True, batch_size=2)
     with pytest.raises(ValueError, match="one prompt at a time"):
         lm.generate_greedy(model, tokenizer, ["the", "a"], max_new_tokens=2, batch_size=2,
                            prompt_lookup=3)

@@ -52,8 +52,9 @@ print(f"index: {collection.count()} chunks; models: base + {', '.join(variants)}
 # and **FT+aug+RAG**. A seventh is a control, not a contender: **RAG (random chunks)** gives the
 # base model `rag_k` chunks drawn at random — what retrieval is worth when it retrieves nothing
 # relevant. Every system answers the profile's question sample (`n_questions`, drawn from every
-# type): **multiple choice** on every answerable question (one forward pass each), and a
-# **free-form** answer to every question, unanswerable ones included, generated in batches.
+# type): **multiple choice** on every answerable question, and a **free-form** answer to every
+# question, unanswerable ones included, generated in batches. Each prompt is read once: the
+# options are scored on the same keys and values the free-form answer is generated from.
 
 # %%
 systems = [
