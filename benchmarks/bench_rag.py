@@ -278,7 +278,7 @@ def measure_scoring(resolved, collection, questions, settings) -> list[dict]:
             replies = rag.answer_many([q.question for q in questions], model=system.model,
                                       tokenizer=system.tokenizer, collection=collection,
                                       use_retrieval=with_retrieval, settings=settings,
-                                      batch_size=8, batch_tokens=10 ** 9)
+                                      batch_size=8, batch_tokens=10 ** 9)  # no token cap
             return [c["mc_choice"] for c in choices], [r.text for r in replies]
 
         (old_choices, old_answers), before_wall, before_cpu = timed(before)

@@ -332,6 +332,8 @@ def generate(model, tokenizer, prompts: str | Iterable[str], *, max_new_tokens: 
     import torch
     from transformers import StoppingCriteriaList
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not do_sample:
         return [g.text for g in generate_greedy(model, tokenizer, prompts,
                                                 max_new_tokens=max_new_tokens, stop=stop,

@@ -154,8 +154,12 @@ def test_sampled_batches_follow_the_seed_and_end_each_row_on_its_own(lively):
     assert alone[1:] == lm.generate(model, tokenizer, prompts[1:], seed=7, **options)
 
 
-def test_batches_refuse_prompt_lookup(tiny):
+def test_batches_refuse_prompt_lookup_and_a_batch_of_nothing(tiny):
     model, tokenizer = tiny
+    for do_sample in (False, True):
+        with pytest.raises(ValueError, match="batch_size must be >= 1"):
+            lm.generate(model, tokenizer, ["the", "a"], max_new_tokens=2, do_sample=do_sample,
+                        batch_size=0)
     with pytest.raises(ValueError, match="one prompt at a time"):
         lm.generate_greedy(model, tokenizer, ["the", "a"], max_new_tokens=2, batch_size=2,
                            prompt_lookup=3)
