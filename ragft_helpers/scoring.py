@@ -110,25 +110,26 @@ def choose_option(model, tokenizer, prompt: str, options: Sequence[str], *,
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     joiner = "" if prompt[-1:].isspace() else " "
     option_ids = [tokenizer(joiner + option, add_special_tokens=False)["input_ids"] for option in options]
-    width = max(len(ids) for ids in option_ids)
+    fed = [ids[:-1] for ids in option_ids]  # an option's last token predicts nothing that is scored
+    width = max(len(ids) for ids in fed)
     pad = pad_token_id(tokenizer)
-    batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in option_ids], device=device)
-    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in option_ids], device=device)
     n = len(options)
     with torch.inference_mode():
         if reuse:
             head = model(torch.tensor([rest_ids], device=device), cache=copy.deepcopy(prefix.cache),
-                         use_cache=True)
+                         use_cache=True, logits_to_keep=1)
         else:
-            head = model(torch.tensor([prompt_ids], device=device), use_cache=True)
-        cache = head.cache
-        cache.batch_repeat_interleave(n)
-        attention = torch.cat([torch.ones(n, len(prompt_ids), dtype=mask.dtype, device=device), mask], 1)
-        logits = model(batch, cache=cache, attention_mask=attention).logits.float()
+            head = model(torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
+        if width:  # every option but a one-token one: its other tokens, one row each, on the prompt's cache
+            cache = head.cache
+            cache.batch_repeat_interleave(n)
+            batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in fed], device=device)
+            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in fed], device=device)
+            attention = torch.cat([torch.ones(n, len(prompt_ids), dtype=mask.dtype, device=device), mask], 1)
+            rest = model(batch, cache=cache, attention_mask=attention).logits.float().log_softmax(-1)
     first = head.logits[0, -1].float().log_softmax(-1)  # predicts each option's first token
-    rest = logits[:, :-1].log_softmax(-1)  # position i predicts option token i + 1
     scores = []
-    for row, ids in enumerate(option_ids):
+    for row, ids in enumerate(option_ids):  # position i of a row predicts option token i + 1
         total = first[ids[0]].item() + sum(rest[row, i, ids[i + 1]].item() for i in range(len(ids) - 1))
         scores.append(total / len(ids))
     return max(range(n), key=scores.__getitem__), scores

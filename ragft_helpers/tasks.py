@@ -668,28 +668,39 @@ def evaluate(system, tickets: Sequence[Ticket], *, progress: bool = True,
              settings: Settings | None = None, reuse: bool = True):
     """Classify every message one at a time: one row each with the prediction and the latency.
 
-    With ``settings`` and ``reuse``, rows saved by an earlier call with the same system (its
-    weights, index and parameters), messages and settings are reloaded instead, latencies
-    included (:mod:`score_cache`)."""
+    With ``settings`` and ``reuse``, a result saved by an earlier call with the same system (its
+    weights, index and parameters), messages and settings is reloaded, latencies included
+    (:mod:`score_cache`). Otherwise only the messages this system has not classified yet, in any
+    earlier call on any messages, are classified now (the learning curve's largest size and the
+    new-intent step reuse the main table's rows): a reused row keeps the latency measured then."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    saved = None
+    saved = kept_path = None
+    kept: dict[str, dict] = {}
     if settings is not None and reuse:
-        saved = score_cache.path_of(system, tickets, settings)
+        fingerprint = score_cache.system_fingerprint(system, settings)
+        saved = score_cache.path_of(system, tickets, settings, fingerprint=fingerprint)
         earlier = score_cache.load(saved)
         if earlier is not None:
             return earlier
-    rows = []
+        kept_path = score_cache.rows_path(fingerprint, settings)
+        kept = score_cache.load(kept_path) or {}
+    rows, added = [], 0
     for ticket in tqdm(tickets, desc=system.name, disable=not progress, leave=False):
-        start = time.perf_counter()
-        prediction = system.predict(ticket.text)
-        seconds = time.perf_counter() - start
+        key = score_cache.item_key(ticket)
+        if key not in kept:
+            start = time.perf_counter()
+            prediction = system.predict(ticket.text)
+            kept[key] = {"predicted": prediction.label, "seconds": time.perf_counter() - start}
+            added += 1
         rows.append({"system": system.name, "id": ticket.id, "label": ticket.label,
-                     "predicted": prediction.label, "correct": prediction.label == ticket.label,
-                     "seconds": seconds})
+                     "predicted": kept[key]["predicted"], "correct": kept[key]["predicted"] == ticket.label,
+                     "seconds": kept[key]["seconds"]})
     frame = pd.DataFrame(rows, columns=["system", "id", "label", "predicted", "correct", "seconds"])
     if saved is not None:
+        if added:
+            score_cache.save(kept_path, kept)
         score_cache.save(saved, frame)
     return frame
 
@@ -789,14 +800,19 @@ def learning_curve(tickets: Sequence[Ticket], lm, collection, settings: Settings
     if test is None:
         test = test_set(tickets, settings, per_label=p.task_curve_test_per_label)
     full = len(training_set(tickets, settings, labels=ORIGINAL_LABELS[:1]))
+    # When the index holds exactly the profile's training messages, the largest size is the main
+    # table's few-shot and kNN (no per-label limit), and their rows are reused (:func:`evaluate`).
+    indexed = set(collection.get(where=label_condition(ORIGINAL_LABELS), include=[])["ids"])
+    just_these = indexed == {t.id for t in training_set(tickets, settings)}
     rows = []
     for size in tqdm(sizes, desc="training-set sizes", disable=not progress):
         n = full if size is None else min(size, full)
         train = training_set(tickets, settings, per_label=n)
         run = ensure_classifier("minilm", train, settings)
-        systems = [FewShot(lm.model, lm.tokenizer, collection=collection, k=p.task_shots, per_label=n,
+        limit = None if n == full and just_these else n
+        systems = [FewShot(lm.model, lm.tokenizer, collection=collection, k=p.task_shots, per_label=limit,
                            max_tokens=p.task_max_length),
-                   KNN(collection, k=p.task_knn_k, per_label=n),
+                   KNN(collection, k=p.task_knn_k, per_label=limit),
                    load_classifier("minilm", train, settings)]
         for system in systems:
             result = evaluate(system, test, progress=False, settings=settings)

@@ -74,15 +74,16 @@ def test_options_scored_on_a_read_prompt_score_as_choose_option(tokenizer, make)
 
 def test_scores_are_mean_log_probs_per_option_token(trained, tokenizer):
     prompt = "the ferry leaves"
-    options = ["the harbour at seven", "at", "the island has a school"]
-    _, scores = scoring.choose_option(trained, tokenizer, prompt, options)
     prompt_ids = tokenizer(prompt).input_ids
-    for option, score in zip(options, scores):
-        option_ids = tokenizer(" " + option).input_ids
-        with torch.no_grad():
-            logprobs = trained(torch.tensor([prompt_ids + option_ids])).logits[0].log_softmax(-1)
-        total = sum(logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(option_ids))
-        assert score == pytest.approx(total / len(option_ids), abs=1e-4)
+    # options of several tokens and of one; then only one-token options (no second pass)
+    for options in (["the harbour at seven", "at", "the island has a school"], ["at", "the"]):
+        _, scores = scoring.choose_option(trained, tokenizer, prompt, options)
+        for option, score in zip(options, scores):
+            option_ids = tokenizer(" " + option).input_ids
+            with torch.no_grad():
+                logprobs = trained(torch.tensor([prompt_ids + option_ids])).logits[0].log_softmax(-1)
+            total = sum(logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(option_ids))
+            assert score == pytest.approx(total / len(option_ids), abs=1e-4)
 
 
 def test_length_normalisation_does_not_favour_short_options(trained, tokenizer):

@@ -214,6 +214,25 @@ def test_a_second_evaluation_is_reloaded_and_a_changed_index_scores_again(smoke)
     assert len(collection.queries) == asked + 3 * len(messages)
 
 
+def test_an_evaluation_on_other_messages_classifies_only_those_not_classified_yet(smoke):
+    collection = FakeCollection([("a", "x", "fares", 0.9), ("b", "y", "pets", 0.5)])
+    messages = [ticket("t1", "how much is a dog", "pets", split="test"),
+                ticket("t2", "fare to orvanay", "fares", split="test"),
+                ticket("t3", "can my cat come", "pets", split="test")]
+    first = tasks.evaluate(tasks.KNN(collection, k=2), messages[:2], progress=False, settings=smoke)
+    asked = len(collection.queries)
+    # another instance of the same system, on a superset: only the third message is classified
+    superset = tasks.evaluate(tasks.KNN(collection, k=2), messages, progress=False, settings=smoke)
+    assert len(collection.queries) == asked + 1
+    pd.testing.assert_frame_equal(superset.iloc[:2], first)  # the same rows, latencies included
+    subset = tasks.evaluate(tasks.KNN(collection, k=2), messages[1:], progress=False, settings=smoke)
+    assert len(collection.queries) == asked + 1
+    assert subset["id"].tolist() == ["t2", "t3"]
+    # another system (here: more neighbours) shares no rows
+    tasks.evaluate(tasks.KNN(collection, k=1), messages[:2], progress=False, settings=smoke)
+    assert len(collection.queries) == asked + 3
+
+
 def test_neighbours_filter_by_labels_and_examples_per_label():
     collection = FakeCollection([("a", "x", "fares", 0.9)])
     tasks.KNN(collection, labels=("fares", "pets"), k=1, per_label=8).predict("fare?")
