@@ -192,7 +192,9 @@ plt.show()
 # already show the model the two nearest. The learning curve repeats few-shot, kNN and the MiniLM
 # classifier with the first 2, 8, … labelled messages of each intent (the profile's
 # `task_curve_sizes`), on `task_curve_test_per_label` test messages per intent. Each classifier
-# size is trained once and saved.
+# size is trained once and saved. The largest size is step 5's systems on some of step 5's
+# messages, so their predictions are reused, not made again (`tasks.evaluate` keeps every
+# message's prediction per system).
 
 # %%
 curve = tasks.learning_curve(tickets, lm, collection, settings)
