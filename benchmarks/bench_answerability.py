@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import re
 import tempfile
 import time
@@ -162,7 +161,6 @@ def summary(rows, score: str, thresholds: dict[str, float]) -> dict:
 
 def measure(profile: str, seed: int) -> list[dict]:
     settings = get_settings({**os.environ, "RAGFT_PROFILE": profile, "RAGFT_SEED": str(seed)})
-    random.seed(seed)
     train_questions, test_questions = raft.split_questions(qa.load_questions())
     train_index = raft.train_collection(settings)
     whole = store.open_collection(settings)
