@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +50,11 @@ MAX_LENGTH = 256  # tokens of question + chunk
 EPOCHS = 3
 LEARNING_RATE = 5e-5
 FALSE_ABSTENTION = 0.15  # the target's ceiling, used to choose the threshold on the train articles
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|$)")
 
 
 def without_answer(chunk, question) -> str:
     """The chunk's text with every sentence that states ``question``'s answer taken out."""
-    kept = [" ".join(m.group(0).split()) for m in _SENTENCE.finditer(chunk.body)
-            if not contains_answer(m.group(0), question)]
+    kept = [sentence for sentence in raft.chunk_sentences(chunk) if not contains_answer(sentence, question)]
     return chunk.metadata.get("heading_path", "") + "\n" + " ".join(kept)
 
 

@@ -119,11 +119,15 @@ class RaftExample:
     prompt: str
 
 
+def chunk_sentences(chunk: RetrievedChunk) -> list[str]:
+    """The sentences of ``chunk``'s body (its heading path left out), whitespace collapsed."""
+    return [" ".join(match.group(0).split()) for match in _SENTENCE.finditer(chunk.body)]
+
+
 def answer_sentence(question: Question, chunks: Sequence[RetrievedChunk]) -> str | None:
     """The first sentence of ``chunks`` that contains ``question``'s answer (or an alias)."""
     for chunk in chunks:
-        for match in _SENTENCE.finditer(chunk.body):
-            sentence = " ".join(match.group(0).split())
+        for sentence in chunk_sentences(chunk):
             if contains_answer(sentence, question):
                 return sentence
     return None
