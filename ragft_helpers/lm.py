@@ -165,6 +165,58 @@ def length_batches(lengths: list[int], batch_size: int,
     return batches
 
 
+CACHE_SPARE_TOKENS = 64  # room a growing cache keeps ahead of its tokens
+
+
+def growing_cache(model):
+    """An empty key-value cache for ``model`` that appends a generated token in place.
+
+    transformers' ``DynamicCache`` appends with ``torch.cat``, copying every cached key and value
+    of every layer at each new token: on a CPU, for a batch of RAG prompts, most of a decoding
+    step. Here each layer keeps its keys and values at the front of a buffer with
+    :data:`CACHE_SPARE_TOKENS` free positions after them, and a new token is written into it; the
+    buffer is copied only when full. The model sees the same tensors (views of the buffer), so
+    the outputs are the same. A model with other kinds of layers (e.g. sliding windows) gets a
+    plain ``DynamicCache``.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        buffers: tuple | None = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old, new = self.get_seq_length(), key_states.shape[-2]
+            buffers = self.buffers
+            # the layer's tensors may have been replaced (cropped, reordered, copied): then the
+            # buffer is the layer's only while they are still its front
+            fits = (buffers is not None and old > 0
+                    and self.keys.data_ptr() == buffers[0].data_ptr()
+                    and self.values.data_ptr() == buffers[1].data_ptr()
+                    and buffers[0].shape[:2] == key_states.shape[:2]
+                    and old + new <= buffers[0].shape[-2])
+            if not fits:
+                batch, heads, _, width = key_states.shape
+                buffers = tuple(
+                    states.new_empty(batch, heads, old + new + CACHE_SPARE_TOKENS, width)
+                    for states in (key_states, value_states))
+                if old:
+                    buffers[0][..., :old, :] = self.keys
+                    buffers[1][..., :old, :] = self.values
+                self.buffers = buffers
+            buffers[0][..., old:old + new, :] = key_states
+            buffers[1][..., old:old + new, :] = value_states
+            self.keys, self.values = buffers[0][..., :old + new, :], buffers[1][..., :old + new, :]
+            return self.keys, self.values
+
+    cache = DynamicCache(config=model.config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [GrowingLayer() for _ in cache.layers]
+    return cache
+
+
 def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_length: int = 0,
                   on_row: Callable[[int, Any], None] | None = None):
     """Run each of ``rows`` (token ids) through ``model`` on its own, then stack their keys and
@@ -197,7 +249,7 @@ def prefill_alone(model, rows: list[list[int]], *, prefix_cache=None, prefix_len
         if on_row is not None and len(row):
             on_row(len(layers) - 1, cache)
     shape = next(row for row in layers if row)  # some row has tokens
-    stacked = DynamicCache(config=model.config)
+    stacked = growing_cache(model)
     for index in range(len(shape)):
         sample_keys = shape[index][0]
         keys, values = [], []
@@ -295,6 +347,8 @@ def generate_greedy(model, tokenizer, prompts: str | Iterable[str], *, max_new_t
                                                     prefix_cache=prefix_cache,
                                                     prefix_length=shared,
                                                     on_row=on_row if on_prefill else None)
+                else:
+                    options["cache"] = growing_cache(model)
                 progress = _row_progress(tokenizer, width, len(rows), stop, eos_ids)
                 output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                         max_new_tokens=max_new_tokens, pad_token_id=pad,

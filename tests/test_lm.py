@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -94,6 +96,46 @@ def test_batched_greedy_answers_equal_unbatched(lively, head):
     assert all(g.prefill_ms > 0 and g.decode_ms >= 0 for g in batched)
     assert lm.generate(model, tokenizer, prompts, max_new_tokens=10, stop=_ends_at_punctuation,
                        batch_size=4) == [g.text for g in alone]
+
+
+def test_greedy_answers_equal_transformers_generate_with_its_own_cache(lively):
+    """The in-place cache changes no token: generate_greedy gives what model.generate gives
+    with transformers' DynamicCache, alone and in padded batches."""
+    model, tokenizer = lively
+    for prompt in PROMPTS[:4]:
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+        reference = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                   do_sample=False, max_new_tokens=10,
+                                   pad_token_id=lm.pad_token_id(tokenizer))[0, ids.size(1):]
+        for batch_size in (1, 4):
+            mine = lm.generate_greedy(model, tokenizer, [prompt] + PROMPTS[4:7],
+                                      max_new_tokens=10, batch_size=batch_size)[0]
+            assert mine.text == tokenizer.decode(reference, skip_special_tokens=True)
+
+
+def test_growing_cache_appends_in_place_and_matches_concatenation(tiny):
+    from transformers import DynamicCache
+
+    model, _ = tiny
+    grown, plain = lm.growing_cache(model), DynamicCache(config=model.config)
+    torch.manual_seed(0)
+    steps = [torch.randn(2, 2, n, 16) for n in (5, 1, 1, 3, 1)]
+    pointers = []
+    for states in steps:
+        keys, values = grown.update(states, -states, 0)
+        plain.update(states, -states, 0)
+        pointers.append(keys.data_ptr())
+        assert torch.equal(keys, plain.layers[0].keys) and torch.equal(values, -keys)
+    assert len(set(pointers)) == 1  # written into one buffer, never copied to a new one
+    copied = copy.deepcopy(grown)
+    grown.crop(-2)
+    plain.crop(-2)
+    keys, _ = grown.update(steps[1], steps[1], 0)
+    assert torch.equal(keys, plain.update(steps[1], steps[1], 0)[0])
+    assert copied.get_seq_length() == 11  # the copy kept its own tokens
+    assert torch.equal(copied.layers[0].keys[..., 5:6, :], steps[1])
+    many = torch.randn(2, 2, lm.CACHE_SPARE_TOKENS + 1, 16)  # more than the room left: a new buffer
+    assert torch.equal(grown.update(many, many, 0)[0][..., -many.size(-2):, :], many)
 
 
 def test_length_batches_group_by_padded_tokens():
