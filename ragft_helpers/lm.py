@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from ragft_helpers.config import Settings, get_settings
@@ -168,21 +169,15 @@ def length_batches(lengths: list[int], batch_size: int,
 CACHE_SPARE_TOKENS = 64  # room a growing cache keeps ahead of its tokens
 
 
-def growing_cache(model):
-    """An empty key-value cache for ``model`` that appends a generated token in place.
-
-    transformers' ``DynamicCache`` appends with ``torch.cat``, copying every cached key and value
-    of every layer at each new token: on a CPU, about a sixth of a decoding step for a batch of
-    RAG prompts. Here each layer keeps its keys and values at the front of a buffer with
-    :data:`CACHE_SPARE_TOKENS` free positions after them, and a new token is written into it; the
-    buffer is copied only when full. The model sees the same tensors (views of the buffer), so
-    the outputs are the same. A model with other kinds of layers (e.g. sliding windows) gets a
-    plain ``DynamicCache``.
-    """
-    from transformers import DynamicCache
+@lru_cache(maxsize=1)
+def _growing_layer_class():
+    """The cache layer of :func:`growing_cache` (defined once, on first use: transformers is
+    imported only then)."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are the front of a buffer with spare room."""
+
         buffers: tuple | None = None
 
         def update(self, key_states, value_states, *args, **kwargs):
@@ -211,9 +206,27 @@ def growing_cache(model):
             self.keys, self.values = buffers[0][..., :old + new, :], buffers[1][..., :old + new, :]
             return self.keys, self.values
 
+    return GrowingLayer
+
+
+def growing_cache(model):
+    """An empty key-value cache for ``model`` that appends a generated token in place.
+
+    transformers' ``DynamicCache`` appends with ``torch.cat``, copying every cached key and value
+    of every layer at each new token: on a CPU, about a sixth of a decoding step for a batch of
+    RAG prompts. Here each layer keeps its keys and values at the front of a buffer with
+    :data:`CACHE_SPARE_TOKENS` free positions after them, and a new token is written into it; the
+    buffer is copied only when full. The model sees the same tensors (views of the buffer), so
+    the outputs are the same. A model with other kinds of layers (e.g. sliding windows) gets a
+    plain ``DynamicCache``.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
     cache = DynamicCache(config=model.config)
     if all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [GrowingLayer() for _ in cache.layers]
+        layer = _growing_layer_class()
+        cache.layers = [layer() for _ in cache.layers]
     return cache
 
 
