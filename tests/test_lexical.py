@@ -102,3 +102,41 @@ def test_scores_are_the_bm25_scores_search_ranks_by(indexed, settings):
     assert {id_ for id_, score in scores.items() if score > 0} == {id_ for id_, _ in found}
     assert scores["not-indexed"] == 0.0
     assert set(index.scores("the and of", index.ids).values()) == {0.0}  # stop words only
+
+
+def test_a_word_the_index_lacks_brings_its_nearest_index_word_in_meaning(indexed, settings):
+    index = lexical.lexical_index(indexed[0], settings)
+    assert "bike" not in index.words and "bicycles" in index.words
+    expanded = index.expand("can i take my bike", store.embed_queries)
+    assert expanded.startswith("can i take my bike ") and "bicycle" in expanded.split()[-1]
+    # known words, stop words and short words add nothing; nor does a word unlike any index word
+    assert index.expand("where does the bread come from", store.embed_queries) == "where does the bread come from"
+    assert index.expand("xq zzzv", store.embed_queries) == "xq zzzv"
+    assert index.expand("can i take my bike", store.embed_queries, min_similarity=1.01) == "can i take my bike"
+
+
+def test_the_expansion_lets_bm25_find_a_synonym(indexed, settings):
+    collection, _ = indexed
+    # no chunk says "bike": BM25 ranks nothing without the expansion, the bicycle chunk with it
+    index = lexical.lexical_index(collection, settings)
+    assert index.search("my bike", 3) == []
+    assert top_source("my bike", collection, settings, "bm25") == "bikes.md"
+
+
+def test_the_vocabulary_vectors_are_embedded_once_and_saved_with_the_index(indexed, settings):
+    collection, _ = indexed
+    index = lexical.lexical_index(collection, settings)
+    calls = []
+
+    def counting(words):
+        calls.append(list(words))
+        return store.embed_queries(words)
+
+    index.expand("my bike", counting)
+    index.expand("a cycle", counting)
+    assert len(calls) == 3  # the vocabulary once, then each query's unknown words
+    saved = lexical.LexicalIndex.load(lexical.lexical_dir(collection, settings))
+    assert (saved.folder / lexical.WORD_VECTORS).is_file()
+    calls.clear()
+    assert saved.expand("my bike", counting) == index.expand("my bike", counting)
+    assert all(words == ["bike"] for words in calls)  # read from the folder, not embedded again
