@@ -40,7 +40,7 @@ from ragft_helpers.machine import percentiles, release_freed_memory
 from ragft_helpers.rag import as_data, fit_question, has_chat_template
 from ragft_helpers.scoring import choose_option, encode_prefix
 from ragft_helpers.store import open_collection
-from ragft_helpers.training import measured_train, training_arguments
+from ragft_helpers.training import best_weights_callback, measured_train, training_arguments
 
 TICKETS_DIR = DATA_DIR / "tickets"
 COLLECTION = "tickets"  # the Chroma collection of labelled training messages
@@ -552,11 +552,13 @@ def overtraining_curve(train: Sequence[Ticket], validation: Sequence[Ticket], te
                        settings: Settings, *, epochs: int | None = None, weight_decay: float = 0.0,
                        labels: Sequence[str] = ORIGINAL_LABELS, base=None):
     """Train the MiniLM classifier far too long on ``train`` and record, after every epoch, the
-    training loss and the loss on ``validation`` and on ``test``: one row per epoch (``epoch``,
-    ``train_loss``, ``validation_loss``, ``test_loss``). The learning rate stays constant, so
-    nothing but stopping limits the training; ``weight_decay`` adds that regulariser. Early
-    stopping is reading off the epoch of lowest validation loss (:func:`early_stopping`); the test
-    loss says whether that choice was also better on messages it never saw. ``epochs``: default
+    training loss and the loss on ``validation``: one row per epoch (``epoch``, ``train_loss``,
+    ``validation_loss``, ``test_loss``). The learning rate stays constant, so nothing but stopping
+    limits the training; ``weight_decay`` adds that regulariser. Early stopping keeps the weights
+    of the epoch of lowest validation loss (:func:`early_stopping` reads it off); the loss on
+    ``test`` is measured with those weights and with the last ones, so ``test_loss`` is filled at
+    those two epochs only, and says whether stopping was also better on messages it never saw
+    (measuring it every epoch would cost more than the training). ``epochs``: default
     the profile's ``task_overtrain_epochs``; ``base``: a ``(model, tokenizer)`` for tests. The
     curve is saved (:func:`~ragft_helpers.score_cache.reused`): a re-run reloads it, trains nothing."""
     labels = list(labels)
@@ -583,6 +585,7 @@ def _overtraining_curve(train, validation, test, settings, epochs, weight_decay,
     model.config.pad_token_id = tokenizer.pad_token_id
     encoded = {name: encode_messages(tickets, labels, tokenizer, p.task_max_length)
                for name, tickets in (("train", train), ("validation", validation), ("test", test))}
+    best = best_weights_callback("eval_validation_loss")
     with tempfile.TemporaryDirectory(prefix="task-overtraining-") as output_dir:
         args = training_arguments(settings, output_dir, max_steps=-1, num_train_epochs=epochs,
                                   learning_rate=p.task_learning_rate, lr_scheduler_type="constant",
@@ -593,19 +596,24 @@ def _overtraining_curve(train, validation, test, settings, epochs, weight_decay,
                                   save_strategy="no",
                                   optim="adamw_torch", weight_decay=weight_decay)
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"],
-                          eval_dataset={"validation": encoded["validation"], "test": encoded["test"]},
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+                          eval_dataset={"validation": encoded["validation"]},
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                          callbacks=[best])
         measured_train(trainer)
-    rows: dict[int, dict] = {}
-    for entry in trainer.state.log_history:
-        epoch = int(round(entry.get("epoch", 0)))
-        row = rows.setdefault(epoch, {"epoch": epoch})
-        for key, column in (("loss", "train_loss"), ("eval_validation_loss", "validation_loss"),
-                            ("eval_test_loss", "test_loss")):
-            if key in entry:
-                row[column] = entry[key]
+        rows: dict[int, dict] = {}
+        for entry in trainer.state.log_history:
+            epoch = int(round(entry.get("epoch", 0)))
+            row = rows.setdefault(epoch, {"epoch": epoch})
+            for key, column in (("loss", "train_loss"), ("eval_validation_loss", "validation_loss")):
+                if key in entry:
+                    row[column] = entry[key]
+        last = max(rows)
+        rows[last]["test_loss"] = trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_loss"]
+        model.load_state_dict(best.weights)
+        rows[best.epoch]["test_loss"] = trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_loss"]
     columns = ["epoch", "train_loss", "validation_loss", "test_loss"]
-    return pd.DataFrame([rows[e] for e in sorted(rows) if e > 0], columns=columns).dropna()
+    return pd.DataFrame([rows[e] for e in sorted(rows) if e > 0],
+                        columns=columns).dropna(subset=["train_loss", "validation_loss"])
 
 
 def early_stopping(curve) -> dict[str, float]:

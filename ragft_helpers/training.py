@@ -285,6 +285,25 @@ def train_and_restore_fp32(trainer, **train_kwargs):
         extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
 
 
+def best_weights_callback(metric: str):
+    """A ``TrainerCallback`` that keeps a copy of the model's weights at the evaluation with the
+    lowest ``metric`` (e.g. ``"eval_validation_loss"``) in ``weights``, and that evaluation's
+    epoch in ``epoch``: early stopping's choice, without saving checkpoints to disk."""
+    from transformers import TrainerCallback
+
+    class BestWeights(TrainerCallback):
+        def __init__(self):
+            self.lowest, self.epoch, self.weights = float("inf"), None, None
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            value = (metrics or {}).get(metric)
+            if value is not None and value < self.lowest:
+                self.lowest, self.epoch = value, int(round(state.epoch))
+                self.weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+    return BestWeights()
+
+
 @dataclass(frozen=True)
 class TrainingCost:
     """What one ``trainer.train()`` cost and how its loss moved."""

@@ -364,6 +364,12 @@ def test_overtraining_records_every_epoch_and_early_stopping_reads_the_best_one(
     stop = tasks.early_stopping(curve)
     assert stop["best_epoch"] == int(curve.loc[curve["validation_loss"].idxmin(), "epoch"]) < 6
     assert stop["validation_best"] < stop["validation_last"] and stop["test_best"] < stop["test_last"]
+    # the test loss is measured twice: with the best epoch's weights, kept aside, and the last ones;
+    # here the test messages are the validation messages, so each equals that epoch's validation loss
+    measured = curve.dropna(subset=["test_loss"])
+    assert list(measured["epoch"]) == [stop["best_epoch"], 6]
+    assert stop["test_best"] == pytest.approx(stop["validation_best"], rel=1e-5)
+    assert stop["test_last"] == pytest.approx(stop["validation_last"], rel=1e-5)
 
 
 def test_the_overtraining_curve_is_saved_so_a_rerun_trains_nothing(tmp_path, monkeypatch):

@@ -292,10 +292,12 @@ assert recall_old == 0
 # fix: stop early, or regularise. Here is that pitfall on this task. The MiniLM classifier trains
 # on only `task_overtrain_per_label` messages per intent for `task_overtrain_epochs` epochs at a
 # constant learning rate — far too long for so little data — and after every epoch the loss is
-# measured on the training messages, on the **validation** split and on the whole test split. The
-# training loss keeps falling; the validation loss stops falling and climbs as the model grows
-# sure of its mistakes. **Early stopping** keeps the epoch of lowest validation loss; the test
-# loss — messages neither training nor stopping saw — says whether that choice was right.
+# measured on the training messages and on the **validation** split. The training loss keeps
+# falling; the validation loss stops falling and climbs as the model grows sure of its mistakes.
+# **Early stopping** keeps a copy of the weights of the epoch of lowest validation loss (a
+# `TrainerCallback`, `training.best_weights_callback`). Then the loss on the whole test split —
+# messages neither training nor stopping saw — is measured twice, with the kept weights and with
+# the last ones: it says whether stopping was right.
 
 # %%
 overfit_train = tasks.training_set(tickets, settings, per_label=profile.task_overtrain_per_label)
@@ -303,8 +305,10 @@ validation = tasks.select(tickets, "validation", labels)
 unseen = tasks.select(tickets, "test", labels)  # the whole test split: losses are cheap to measure
 curve_overtrained = tasks.overtraining_curve(overfit_train, validation, unseen, settings)
 stopping = tasks.early_stopping(curve_overtrained)
-ax = curve_overtrained.plot(x="epoch", y=["train_loss", "validation_loss", "test_loss"], marker=".",
+ax = curve_overtrained.plot(x="epoch", y=["train_loss", "validation_loss"], marker=".",
                             figsize=(7, 3.5), logy=True)
+ax.scatter([stopping["best_epoch"], stopping["last_epoch"]], [stopping["test_best"], stopping["test_last"]],
+           color="black", marker="x", zorder=3, label="test loss: stopped, last")
 ax.axvline(stopping["best_epoch"], color="grey", linestyle="--", label="early stopping")
 ax.set_ylabel("cross-entropy loss")
 ax.legend()
