@@ -138,9 +138,9 @@ class LexicalIndex:
         """``query`` with, after it, for each of its words whose stem no chunk contains (and not a
         stop word), the index's word most similar in meaning, if its cosine similarity is at least
         ``min_similarity`` (default :data:`EXPANSION_SIMILARITY`; above 1, nothing is added): "can
-        i bring my bike" gets "bicycle". ``embed`` maps words to normalised vectors (the dense
-        side's embedder); the index's words are embedded on the first call, once. Meant for the
-        BM25 side only: the dense side understands "bike"."""
+        i bring my bike" gets "bicycle". ``embed`` maps words to
+        normalised vectors (the dense side's embedder); the index's words are embedded on the
+        first call, once. Meant for the BM25 side only: the dense side understands "bike"."""
         import numpy as np
 
         candidates = [word for word in dict.fromkeys(w.lower() for w in _WORD.findall(query))
