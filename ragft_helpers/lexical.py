@@ -11,12 +11,6 @@ Typos are corrected before a search (:meth:`LexicalIndex.correct`) against the i
 vocabulary, which is rebuilt with it. Words of an English dictionary (the word list of
 ``symspellpy``, :func:`english_words`) are never corrected: "battery" must not become "bakery" only
 because the index happens to lack the word.
-
-Words the index lacks for another reason, synonyms and everyday words ("bike" where the knowledge
-base says "bicycle", "kids" for "children", "suitcase" for "luggage"), match nothing in BM25. A
-search adds to such a word the index's word closest to it in meaning (:meth:`LexicalIndex.expand`,
-by the cosine similarity of their sentence embeddings), when it is at least
-:data:`EXPANSION_SIMILARITY`.
 """
 from __future__ import annotations
 
@@ -28,12 +22,11 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ragft_helpers.config import Settings, get_settings
 
 MANIFEST = "ragft-lexical.json"
-WORD_VECTORS = "word-vectors.npy"  # the vocabulary's embeddings, for LexicalIndex.expand
 FORMAT = 3  # of the saved index; a saved index of another format is rebuilt
 # BM25's term-frequency saturation and length normalisation: Anserini's defaults (Lin et al.,
 # "Pyserini", SIGIR 2021), chosen among the usual settings (bm25s's k1 = 1.5, b = 0.75; Lucene's
@@ -46,13 +39,6 @@ BM25_PARAMETERS = {"k1": 0.9, "b": 0.4}
 LANGUAGE = "english"  # the Snowball stemmer and bm25s's stop-word list
 _WORD = re.compile(r"[A-Za-z]+")
 MIN_CORRECTED_LENGTH = 4  # shorter words are left as typed: too many neighbours one edit away
-MIN_EXPANDED_LENGTH = 3  # "my", "ok", "pm": never expanded
-# The least cosine similarity between a query word the index lacks and the index word added for
-# it. Chosen on the question variants of the train articles (raft.split_questions), hybrid hit@1:
-# 0.799 without expansion, 0.805-0.808 for every threshold from 0.5 to 0.8; 0.7, in the middle,
-# also gave BM25 alone its best (0.675 -> 0.688). On the test articles' variants, held out:
-# hybrid 0.702 -> 0.712 (benchmarks/bench_expansion.py, results/expansion.md).
-EXPANSION_SIMILARITY = 0.7
 
 
 def fingerprint(ids: Sequence[str]) -> str:
@@ -94,13 +80,10 @@ class LexicalIndex:
     retriever: object  # bm25s.BM25
     fingerprint: str
     words: list[str]
-    folder: Path | None = None  # where it is saved: the expansion's word vectors are kept there too
 
     def __post_init__(self):
         self._known = set(self.words)
         self._position = {id_: i for i, id_ in enumerate(self.ids)}
-        self._terms = {term for tokens in tokenize(self.words) for term in tokens} if self.words else set()
-        self._neighbours: tuple[list[str], object] | None = None  # expansion candidates, their vectors
 
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str]) -> "LexicalIndex":
@@ -132,49 +115,6 @@ class LexicalIndex:
             return best[0] if best else word
 
         return _WORD.sub(fix, query)
-
-    def expand(self, query: str, embed: Callable[[list[str]], Sequence[Sequence[float]]],
-               min_similarity: float | None = None) -> str:
-        """``query`` with, after it, for each of its words whose stem no chunk contains (and not a
-        stop word), the index's word most similar in meaning, if its cosine similarity is at least
-        ``min_similarity`` (default :data:`EXPANSION_SIMILARITY`; above 1, nothing is added): "can
-        i bring my bike" gets "bicycle". ``embed`` maps words to
-        normalised vectors (the dense side's embedder); the index's words are embedded on the
-        first call, once. Meant for the BM25 side only: the dense side understands "bike"."""
-        import numpy as np
-
-        candidates = [word for word in dict.fromkeys(w.lower() for w in _WORD.findall(query))
-                      if len(word) >= MIN_EXPANDED_LENGTH]
-        unknown = [word for word, tokens in zip(candidates, tokenize(candidates) if candidates else [])
-                   if tokens and tokens[0] not in self._terms]
-        if not unknown or not self._terms:
-            return query
-        words, vectors = self._neighbours or self._embed_words(embed)
-        if not words:
-            return query
-        similarity = np.asarray(embed(unknown), dtype=np.float32) @ vectors.T
-        least = EXPANSION_SIMILARITY if min_similarity is None else min_similarity
-        added = [words[int(row.argmax())] for row in similarity if row.max() >= least]
-        return " ".join([query, *dict.fromkeys(added)])
-
-    def _embed_words(self, embed) -> tuple[list[str], object]:
-        """The words an expansion may add and their vectors: read from the index's folder, or
-        embedded now and saved there (a rebuilt index replaces its folder, and these with it)."""
-        import numpy as np
-
-        words = [w for w, tokens in zip(self.words, tokenize(self.words))
-                 if tokens and len(w) >= MIN_EXPANDED_LENGTH]
-        path = self.folder / WORD_VECTORS if self.folder is not None else None
-        try:
-            vectors = np.load(path) if path is not None else None
-        except (OSError, ValueError):
-            vectors = None
-        if vectors is None or vectors.shape[0] != len(words):
-            vectors = np.asarray(embed(words), dtype=np.float32).reshape(len(words), -1)
-            if path is not None and path.parent.is_dir():
-                np.save(path, vectors)
-        self._neighbours = words, vectors
-        return self._neighbours
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` (chunk id, BM25 score) pairs, best first; chunks sharing no term with the
@@ -222,7 +162,7 @@ class LexicalIndex:
                 return None
             retriever = (bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
                          if manifest["ids"] else bm25s.BM25(**BM25_PARAMETERS))
-            return cls(manifest["ids"], retriever, manifest["fingerprint"], manifest["words"], folder)
+            return cls(manifest["ids"], retriever, manifest["fingerprint"], manifest["words"])
         except (OSError, ValueError, KeyError):
             return None
 
@@ -256,7 +196,6 @@ def sync(collection, settings: Settings | None = None) -> tuple[LexicalIndex, bo
     documents = collection.get(ids=ids, include=["documents"]) if ids else {"ids": [], "documents": []}
     index = LexicalIndex.build(documents["ids"], documents["documents"])
     index.save(folder)
-    index.folder = folder
     _LOADED[str(folder)] = index
     return index, True
 

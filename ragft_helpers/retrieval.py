@@ -327,9 +327,7 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     ranked by a weighted sum of their normalised dense and BM25 scores,
     :func:`ragft_helpers.fusion.convex_fusion`), or the control "random" (:data:`RANDOM`: any
     ``k`` chunks, the same for the same question and seed). BM25 and hybrid first correct words the index
-    does not know (typos) to the closest words it does (:meth:`LexicalIndex.correct`), and give
-    BM25 the index's nearest word in meaning for a word it lacks, "bicycle" for "bike"
-    (:meth:`LexicalIndex.expand`); the dense
+    does not know (typos) to the closest words it does (:meth:`LexicalIndex.correct`); the dense
     side of hybrid scores each chunk by the most similar of the question and its sentences
     (:func:`query_pieces`). Every chunk's ``score`` is that cosine similarity to the (corrected)
     question, whatever ranked it, so one threshold means about the same for every method.
@@ -370,14 +368,13 @@ def retrieve(question: str, k: int = 4, collection=None, *, settings: Settings |
     elif bm25 is None:
         ranked = list(found)
     else:
-        lexical_query = bm25.expand(query, embed_queries)
-        lexical_ids = [id_ for id_, _ in bm25.search(lexical_query, depth)]
+        lexical_ids = [id_ for id_, _ in bm25.search(query, depth)]
         if method == "bm25":
             ranked = lexical_ids
         else:  # each candidate of either side with both of its scores
             found.update(_fetch(collection, [id_ for id_ in lexical_ids if id_ not in found], embeddings))
             candidates = list(dict.fromkeys([*(row[0] for row in dense), *lexical_ids]))
-            lexical_scores = bm25.scores(lexical_query, candidates)
+            lexical_scores = bm25.scores(query, candidates)
             ranked = [id_ for id_, _ in convex_fusion(
                 {id_: (found[id_][3], lexical_scores[id_]) for id_ in candidates})]
     if reorder:

@@ -17,7 +17,7 @@
 import pandas as pd
 
 import ragft_helpers  # probes the hub before any Hugging Face library is imported
-from ragft_helpers import config, corpus, lexical, qa, store, retrieval, retrieval_metrics, viz
+from ragft_helpers import config, corpus, qa, store, retrieval, retrieval_metrics, viz
 from ragft_helpers.config import get_settings, set_seed
 
 settings = get_settings()
@@ -192,10 +192,7 @@ assert quality.loc["all", "hit@5"] >= 0.6 and quality.loc["all", "hit@1"] >= 0.4
 # one on both sides; each side's scores are rescaled so its best candidate gets 1 and its worst 0,
 # and a chunk's hybrid score is `0.6 × dense + 0.4 × BM25` (`ragft_helpers.fusion`). Before the
 # word search, words the index has never seen are corrected to the closest word it has (`retrun`
-# → `return`); English words it lacks ("battery") are left as typed. A word the index lacks but
-# whose meaning it has ("bike", where the articles say "bicycle") brings the index's closest word
-# in meaning along, judged by the similarity of their embeddings (`LexicalIndex.expand`, at least
-# 0.7). And a long message is
+# → `return`); English words it lacks ("battery") are left as typed. And a long message is
 # searched by its sentences too: its dense side scores each chunk by the most similar of the whole
 # message and each of its sentences, so a question buried in personal context still finds its
 # chunk (`retrieval.query_pieces`).
@@ -203,22 +200,6 @@ assert quality.loc["all", "hit@5"] >= 0.6 and quality.loc["all", "hit@1"] >= 0.4
 # The questions in `data/qa` are written cleanly. Each also has four **variants** phrased as
 # people type: casual lower case, with typos, terse keywords, and long-winded with personal
 # context. The same relevance rule scores every method on both phrasings.
-
-# %% [markdown]
-# One question as a customer types it, as the word search reads it, and each method's first chunk:
-
-# %%
-typed = "can i bring my bike on the ferrry"
-words = lexical.lexical_index(collection, settings)
-read = words.expand(words.correct(typed), store.embed_queries)
-print("the word search reads:", read)
-first = {method: retrieval.retrieve(typed, 1, collection, settings=settings, method=method)[0]
-         for method in retrieval.METHODS}
-for method, chunk in first.items():
-    print(f"{method:>6}: {chunk.label}")
-# Checkpoint: the typo is corrected, "bike" brings "bicycle", and hybrid finds a bicycle section.
-assert read.split()[-2:] == ["ferry", "bicycle"]
-assert "bicycle" in first["hybrid"].label.lower()
 
 # %%
 print("one question, four ways:", *answerable[0].variants, sep="\n  ")
