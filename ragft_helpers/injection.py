@@ -115,8 +115,8 @@ class KnowledgeRun:
     tokens_seen: int
     train_seconds: float
     peak_memory_mb: float
-    final_loss: float
-    first_loss: float
+    final_loss: float  # mean of the last eighth
+    first_loss: float  # mean of the first eighth of the logged losses (training.TrainingCost)
     training_rows: int
     # Every logged training loss, one per step (empty in runs saved before they were recorded).
     losses: list[float] = field(default_factory=list)
@@ -160,7 +160,7 @@ def train_variant(variant: Variant, texts: Sequence[str], settings: Settings, ba
     model.eval()
     run = KnowledgeRun(variant.name, variant.lora, variant.augmented, cost.trainable_params,
                        cost.total_params, steps, steps * profile.train_batch_size * profile.block_size,
-                       cost.seconds, cost.peak_memory_mb, cost.losses[-1], cost.losses[0], len(texts),
+                       cost.seconds, cost.peak_memory_mb, cost.final_loss, cost.first_loss, len(texts),
                        list(cost.losses))
     return model, tokenizer, run
 

@@ -262,8 +262,8 @@ class RaftRun:
     steps: int
     train_seconds: float
     peak_memory_mb: float
-    first_loss: float
-    final_loss: float
+    first_loss: float  # mean of the first eighth of the logged losses (training.TrainingCost)
+    final_loss: float  # mean of the last eighth
 
 
 def data_fingerprint() -> str:
@@ -359,7 +359,7 @@ def train_reader(name: str, examples: Sequence[RaftExample], settings: Settings,
     model.eval()
     run = RaftRun(name, lora, len(examples), sum(e.oracle for e in examples) / len(examples),
                   cost.trainable_params, cost.total_params, steps, cost.seconds,
-                  cost.peak_memory_mb, cost.losses[0], cost.losses[-1])
+                  cost.peak_memory_mb, cost.first_loss, cost.final_loss)
     return model, tokenizer, run
 
 

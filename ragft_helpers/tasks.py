@@ -380,8 +380,8 @@ class ClassifierRun:
     steps: int
     train_seconds: float
     peak_memory_mb: float
-    first_loss: float
-    final_loss: float
+    first_loss: float  # mean of the first eighth of the logged losses (training.TrainingCost)
+    final_loss: float  # mean of the last eighth
     trainable_params: int
     total_params: int
 
@@ -544,7 +544,7 @@ def train_classifier(kind_name: str, train: Sequence[Ticket], labels: Sequence[s
         cost = measured_train(trainer)
     model.eval()
     run = ClassifierRun(kind.name, labels, len(train), steps, cost.seconds, cost.peak_memory_mb,
-                        cost.losses[0], cost.losses[-1], cost.trainable_params, cost.total_params)
+                        cost.first_loss, cost.final_loss, cost.trainable_params, cost.total_params)
     return model, tokenizer, run
 
 

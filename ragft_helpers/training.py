@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from itertools import chain
@@ -313,6 +314,21 @@ class TrainingCost:
     seconds: float
     peak_memory_mb: float
     losses: list[float]  # every logged training loss, in order
+
+    @property
+    def first_loss(self) -> float:
+        """The mean of the first eighth of the logged losses (at least one): one step's loss is
+        one batch's, and a few examples' loss is too noisy to tell whether training worked."""
+        return statistics.fmean(self.losses[:self._window])
+
+    @property
+    def final_loss(self) -> float:
+        """The mean of the last eighth of the logged losses (at least one)."""
+        return statistics.fmean(self.losses[-self._window:])
+
+    @property
+    def _window(self) -> int:
+        return max(1, len(self.losses) // 8)
 
 
 def measured_train(trainer) -> TrainingCost:

@@ -153,6 +153,7 @@ def test_every_step_loss_is_kept_and_no_line_is_printed_per_step(settings, capsy
     _, _, run = injection.train_variant(injection.VARIANT_BY_NAME["kb-full"], [TINY_TEXT] * 8,
                                         settings, base=base)
     assert len(run.losses) == run.steps == 15
+    # first and final: the means of the first and last eighth of the steps (15 // 8 = 1 step)
     assert (run.losses[0], run.losses[-1]) == (run.first_loss, run.final_loss)
     assert "'loss'" not in capsys.readouterr().out  # the progress bar writes no line per step
 

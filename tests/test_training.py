@@ -287,6 +287,16 @@ def test_train_reloads_a_finished_run_without_training(tokenizer, settings, lm_d
     assert output.training_loss == pytest.approx(first_history["train_loss"].mean())
 
 
+def test_first_and_final_loss_average_an_eighth_of_the_steps_not_one_batch():
+    # one noisy last batch (4.0) does not hide that training lowered the loss
+    losses = [3.0, 3.2, 2.8, 2.4, 2.0, 1.8, 1.4, 1.2, 1.0, 0.9, 0.7, 0.6, 0.5, 0.6, 0.4, 4.0]
+    cost = training.TrainingCost(1, 1, 1.0, 1.0, losses)
+    assert (cost.first_loss, cost.final_loss) == (pytest.approx(3.1), pytest.approx(2.2))
+    assert cost.final_loss < cost.first_loss and losses[-1] > losses[0]
+    few = training.TrainingCost(1, 1, 1.0, 1.0, [2.0, 1.0])
+    assert (few.first_loss, few.final_loss) == (2.0, 1.0)
+
+
 def test_count_parameters(tokenizer):
     model = tiny_model(tokenizer)
     trainable, total = lm.count_parameters(model)
