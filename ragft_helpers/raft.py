@@ -58,8 +58,12 @@ PAD_MULTIPLE = 64
 CHAT_READER = "raft-lora"  # what the chatbot and `ragft ask --reader raft` use (benchmarks/bench_raft.py)
 _CITATION = re.compile(r"^\[\d+\]: ")  # the source number that opens an answering target
 # How examples are laid out (part of a reader's cache key: a change retrains): the oracle keeps
-# the place retrieval gave it, and an answering target opens with "[n]: ".
-EXAMPLE_LAYOUT = "oracle at its retrieval rank; target '[n]: sentence'"
+# the place retrieval gave it, an answering target opens with "[n]: ", and an abstention context
+# holds no chunk that states the answer.
+EXAMPLE_LAYOUT = "oracle at its retrieval rank; target '[n]: sentence'; abstention contexts without the answer"
+# Chunks retrieved per phrasing beyond rag_k: distractors to fill a context whose oracle is left
+# out, and whose chunks that state the answer elsewhere are left out too.
+SPARE_CHUNKS = 4
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|$)")
 
 
@@ -184,10 +188,13 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
     """RAFT examples for ``questions`` (each phrasing: the question, then up to
     ``raft_phrasings - 1`` variants), contexts from the real retriever over ``collection``.
 
-    An answerable question's oracle is removed with probability ``raft_abstain_share``; the
-    abstention examples (those, and every unanswerable question's) are then sampled down so that
-    they are at most that share of all examples: a constant target that is too frequent is what a
-    small model learns first, and it would answer "I don't know" to everything. Examples whose
+    An answerable question's oracle is removed with probability ``raft_abstain_share``, and with
+    it every other chunk that states the answer (the knowledge base repeats facts across articles:
+    about a third of such contexts still held the answer), so that "I don't know" is the target
+    only where the context does not say it. The abstention examples (those, and every
+    unanswerable question's) are then sampled down so that they are at most that share of all
+    examples: a constant target that is too frequent is what a small model learns first, and it
+    would answer "I don't know" to everything. Examples whose
     target holds a ``held_out_questions`` question, variant or answer are left out before that cap,
     so the share holds in what is trained on.
     """
@@ -197,14 +204,17 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
     answering, abstaining = [], []
     for question in questions:
         for text in (question.question, *question.variants)[:profile.raft_phrasings]:
-            retrieved = retrieve(text, k + 2, collection, settings=settings)
+            retrieved = retrieve(text, k + SPARE_CHUNKS, collection, settings=settings)
             relevant = [c for c in retrieved if is_relevant(c.metadata, question)]
             distractors = [c for c in retrieved if not is_relevant(c.metadata, question)]
             gold: list[RetrievedChunk] = []
             if not question.answerable:
                 context, target = retrieved[:k], ABSTAIN_TEXT
             elif rng.random() < profile.raft_abstain_share:
-                context, target = distractors[:k], ABSTAIN_TEXT
+                context = [c for c in distractors if not contains_answer(c.text, question)][:k]
+                if not context:
+                    continue
+                target = ABSTAIN_TEXT
             else:
                 gold = (relevant or oracle_chunks(question, collection))[:1]
                 if not gold:

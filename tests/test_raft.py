@@ -78,6 +78,27 @@ def test_examples_force_the_oracle_in_or_remove_it_for_the_abstention_share(coll
     assert all(e.oracle for e in none)
 
 
+def test_an_abstention_context_holds_no_chunk_that_states_the_answer(settings, tmp_path):
+    # another article repeats the answer: with the oracle left out, that chunk is left out too
+    folder = tmp_path / "kb-repeated"
+    folder.mkdir()
+    for name, text in {**FILES, "fares.md": "# Fares\n\n## Cards\n\nA Tern Card is four pounds "
+                                            "from the purser on board.\n"}.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    collection = store.open_collection(settings, "raft-repeated")
+    store.index_folder(folder, collection, progress=False, settings=settings)
+    questions = [question(f"q{n}") for n in range(40)]
+    examples = raft.build_examples(questions, collection, tiny_tokenizer(),
+                                   settings.with_budgets(rag_k=2))
+    abstaining = [e for e in examples if not e.oracle]
+    assert abstaining and all(e.target == rag.ABSTAIN_TEXT for e in abstaining)
+    assert not any("four pounds" in e.prompt for e in abstaining)
+    assert not any({"fares.md > Fares > Cards", "tern-card.md > Tern Card > Cost"} & set(e.sources)
+                   for e in abstaining)
+    # the chunk that repeats the answer is still a distractor where the oracle is in the context
+    assert any("fares.md > Fares > Cards" in e.sources for e in examples if e.oracle)
+
+
 def test_leaking_examples_are_left_out_before_the_abstention_cap(collection, settings):
     tokenizer = tiny_tokenizer()
     questions = [question(f"q{n}") for n in range(60)]
