@@ -115,8 +115,8 @@ class KnowledgeRun:
     tokens_seen: int
     train_seconds: float
     peak_memory_mb: float
-    final_loss: float  # mean of the last eighth
-    first_loss: float  # mean of the first eighth of the logged losses (training.TrainingCost)
+    final_loss: float  # mean of the last eighth of the logged losses (training.TrainingCost)
+    first_loss: float  # mean of the first eighth
     training_rows: int
     # Every logged training loss, one per step (empty in runs saved before they were recorded).
     losses: list[float] = field(default_factory=list)

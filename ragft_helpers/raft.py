@@ -194,9 +194,9 @@ def build_examples(questions: Sequence[Question], collection, tokenizer, setting
     only where the context does not say it. The abstention examples (those, and every
     unanswerable question's) are then sampled down so that they are at most that share of all
     examples: a constant target that is too frequent is what a small model learns first, and it
-    would answer "I don't know" to everything. Examples whose
-    target holds a ``held_out_questions`` question, variant or answer are left out before that cap,
-    so the share holds in what is trained on.
+    would answer "I don't know" to everything. Examples whose target holds a
+    ``held_out_questions`` question, variant or answer are left out before that cap, so the share
+    holds in what is trained on.
     """
     profile = settings.profile
     rng = random.Random(f"{settings.seed if seed is None else seed}:raft")
