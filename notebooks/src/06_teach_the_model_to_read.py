@@ -61,8 +61,10 @@ assert all({a for a, _ in q.sources} <= held_out for q in test_questions)
 # sentence that states the answer, opened by the oracle's number in the context ("[2]: ...") — or
 # the abstention when the oracle was removed. With the oracle go all the other chunks that state
 # the answer: the knowledge base repeats facts across articles (the Holm Lantern's article gives
-# the date the Holm Link opened, the slipway's its sailing times), and about a third of the
-# contexts without their oracle still said the answer. A reader taught "I don't know" beside the answer learns to ignore what it reads.
+# the date the Holm Link opened, the slipway's its sailing times), so a context without its
+# oracle often still says the answer (`benchmarks/README.md`, "Abstention contexts without the
+# answer", counts them). A reader taught "I don't know" beside the answer learns to ignore what
+# it reads.
 #
 # > **Why the source number first?** Greedy decoding picks the single most likely next word. The
 # > abstention is one constant sentence, while answers start with many different words, so after a
