@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import ragft_helpers  # noqa: F401  (before transformers: sets offline mode when the hub is unreachable)
-from ragft_helpers import assets, claims, harness, qa, raft, store
+from ragft_helpers import assets, claims, harness, qa, raft, rag, retrieval, store
 from ragft_helpers.config import KNOWLEDGE_DIR, get_settings, set_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,11 +46,22 @@ def one_seed(profile: str, seed: int, reader_name: str) -> dict:
                harness.System("RAFT alone", reader.model, reader.tokenizer)]
     start = time.perf_counter()
     results = harness.evaluate_phrasings(systems, sample, settings)
+    eval_seconds = time.perf_counter() - start
+    judged = {}  # (phrasing, answerable) -> mean probability that the answer opens with the abstention
+    phrasings = {"canonical": sample,  # as harness.evaluate_phrasings asks them
+                 "variant": [harness.as_phrasing(q, n) for n, q in enumerate(sample)]}
+    for phrasing, questions_asked in phrasings.items():
+        for answerable in (True, False):
+            asked = [q for q in questions_asked if q.answerable == answerable]
+            chances = [raft.abstention_probability(reader.model, reader.tokenizer, rag.build_prompt(
+                q.question, retrieval.retrieve(q.question, settings.profile.rag_k, collection,
+                                               settings=settings), reader.tokenizer)) for q in asked]
+            judged[(phrasing, answerable)] = sum(chances) / len(chances) if chances else float("nan")
     summaries = {key: result.summary() for key, result in results.items()}
     free = {key: value["free"] for key, value in summaries.items()}
     pooled = {s.name: harness.pooled_summary(results, s.name)["free"] for s in systems}
     return {
-        "seed": seed, "run": run, "questions": len(sample), "eval_seconds": time.perf_counter() - start,
+        "seed": seed, "run": run, "questions": len(sample), "eval_seconds": eval_seconds, "judged": judged,
         "free": free, "abstention": {key: value["abstention"] for key, value in summaries.items()},
         "false_abstention": {key: value["false_abstention"] for key, value in summaries.items()},
         "pooled": pooled,
@@ -70,8 +81,8 @@ def report(profile: str, rows: list[dict], command: str) -> str:
              f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; reader trained for "
              f"{rows[0]['run'].steps} steps on {rows[0]['run'].examples} examples; "
              f"{rows[0]['questions']} test-article questions per phrasing.", "",
-             "| seed | phrasing | base + RAG | RAFT + RAG | base alone | RAFT alone | RAFT abstention (unanswerable) | RAFT false abstention (answerable) |",
-             "| ---: | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seed | phrasing | base + RAG | RAFT + RAG | base alone | RAFT alone | RAFT abstention (unanswerable) | RAFT false abstention (answerable) | P(opens with the abstention): answerable / unanswerable |",
+             "| ---: | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         for phrasing in ("canonical", "variant"):
             free = {name: row["free"][(name, phrasing)] for name in
@@ -79,7 +90,8 @@ def report(profile: str, rows: list[dict], command: str) -> str:
             lines.append(f"| {row['seed']} | {phrasing} | {fmt(free['base + RAG'])} | "
                          f"{fmt(free['RAFT + RAG'])} | {fmt(free['base'])} | {fmt(free['RAFT alone'])} | "
                          f"{fmt(row['abstention'][('RAFT + RAG', phrasing)])} | "
-                         f"{fmt(row['false_abstention'][('RAFT + RAG', phrasing)])} |")
+                         f"{fmt(row['false_abstention'][('RAFT + RAG', phrasing)])} | "
+                         f"{row['judged'][(phrasing, True)]:.2f} / {row['judged'][(phrasing, False)]:.2f} |")
     lines += ["", "| seed | base + RAG, both phrasings | RAFT + RAG, both phrasings | training s | "
               "peak RSS GB | scoring s | RAFT + RAG > base + RAG | RAFT alone not above base |",
               "| ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]

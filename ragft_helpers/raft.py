@@ -257,6 +257,20 @@ def encode(example: RaftExample, tokenizer) -> dict[str, list[int]]:
             "labels": [-100] * len(prompt) + target}
 
 
+def abstention_probability(model, tokenizer, prompt: str) -> float:
+    """The probability that ``model``'s answer to ``prompt`` opens with :data:`ABSTAIN_TEXT`'s
+    first token: how sure the reader is that its context does not answer. A reader that judges
+    the context gives unanswerable questions a higher one than answerable ones; a reader that
+    learned only how often to abstain gives both about the same."""
+    import torch
+
+    ids = tokenizer(prompt, add_special_tokens=not has_chat_template(tokenizer), return_tensors="pt")
+    first = tokenizer(ABSTAIN_TEXT, add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        logits = model(**ids).logits[0, -1]
+    return float(logits.float().softmax(-1)[first])
+
+
 # ---- training ------------------------------------------------------------------------------------
 
 @dataclass

@@ -248,3 +248,25 @@ def test_the_lora_reader_trains_with_adamw_and_the_full_reader_with_adafactor_at
         assert raft.reader_optimizer("raft-full", settings) == raft.FULL_READER_OPTIMIZER == "adafactor"
         for name in raft.READERS:
             assert raft.reader_spec(name, settings)["optimizer"] == raft.reader_optimizer(name, settings)
+
+
+def test_a_trained_reader_judges_its_context_before_it_answers(collection, settings):
+    """raft.abstention_probability: higher where the oracle was left out than where it is in."""
+    examples = raft.build_examples([question(f"q{n}") for n in range(8)], collection, None, settings)
+    words = " ".join([*FILES.values(), *(e.prompt for e in examples), *(e.target for e in examples)])
+    tokenizer = tiny_tokenizer(words)
+    examples = raft.build_examples([question(f"q{n}") for n in range(8)], collection, tokenizer, settings)
+    base = ResolvedModel(tiny_gpt2(tokenizer, n_positions=256), tokenizer,
+                         Provenance("model", "tiny", "test", "-"))
+    tuned = settings.with_budgets(raft_max_steps=80, raft_full_max_steps=None, raft_learning_rate=3e-3,
+                                  train_batch_size=4)
+
+    def judged(model):
+        return {oracle: [raft.abstention_probability(model, tokenizer, e.prompt)
+                         for e in examples if e.oracle == oracle] for oracle in (True, False)}
+
+    before = judged(base.model)
+    assert max(before[False]) < 1.5 * min(before[True])  # untrained: no judgement
+    model, _, _ = raft.train_reader("raft-full", examples, tuned, base=base)
+    after = judged(model)
+    assert min(after[False]) > 4 * max(after[True]), after
