@@ -407,12 +407,19 @@ def _base(kind: ClassifierKind, settings: Settings):
     return candidate
 
 
+# MiniLM's optimiser: torch's fused AdamW, the same update rule in one kernel per step (the
+# classifier 21.1 -> 16.3 s at smoke, the same losses; benchmarks/README.md, "Fused AdamW").
+ENCODER_OPTIMIZER = "adamw_torch_fused"
+
+
 def classifier_budget(kind: ClassifierKind, settings: Settings) -> dict[str, Any]:
-    """Epochs, learning rate and optimiser of a classifier kind, from the profile (the causal-LM
-    classifiers train with ``task_lm_optimizer``, Adafactor by default, to keep memory low)."""
+    """Epochs, learning rate and optimiser of a classifier kind, from the profile (MiniLM trains
+    with :data:`ENCODER_OPTIMIZER`; the causal-LM classifiers with ``task_lm_optimizer``, Adafactor
+    by default, to keep memory low)."""
     p = settings.profile
     if kind.base == "encoder":
-        return {"epochs": p.task_epochs, "learning_rate": p.task_learning_rate, "optimizer": "adamw_torch"}
+        return {"epochs": p.task_epochs, "learning_rate": p.task_learning_rate,
+                "optimizer": ENCODER_OPTIMIZER}
     factor = p.lora_learning_rate_factor if kind.lora else 1.0
     return {"epochs": p.task_lm_epochs, "learning_rate": p.task_lm_learning_rate * factor,
             "optimizer": p.task_lm_optimizer}
@@ -596,7 +603,7 @@ def _overtraining_curve(train, validation, test, settings, epochs, weight_decay,
                                   save_strategy="no",
                                   # torch's fused AdamW: the same updates in one kernel per
                                   # step, 16% less time for this curve at smoke (loss within 0.003)
-                                  optim="adamw_torch_fused", weight_decay=weight_decay)
+                                  optim=ENCODER_OPTIMIZER, weight_decay=weight_decay)
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"],
                           eval_dataset={"validation": encoded["validation"]},
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,

@@ -409,6 +409,16 @@ def test_classifier_folders_are_keyed_by_messages_labels_and_budgets(smoke):
                                           smoke.with_budgets(task_epochs=9.0))
 
 
+def test_minilm_trains_with_fused_adamw_and_its_folder_is_keyed_by_the_optimiser(smoke, monkeypatch):
+    train = [ticket("a", "my dog", "pets")]
+    for name in PROFILES:
+        settings = get_settings({"RAGFT_PROFILE": name, "RAGFT_CACHE_DIR": str(smoke.cache_dir)})
+        assert tasks.classifier_budget(tasks.CLASSIFIERS["minilm"], settings)["optimizer"] == "adamw_torch_fused"
+    folder = tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+    monkeypatch.setattr(tasks, "ENCODER_OPTIMIZER", "adamw_torch")
+    assert folder != tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+
+
 def test_loading_an_untrained_classifier_names_what_trains_it(smoke):
     with pytest.raises(AssetError, match="notebook 07.*ensure_classifier"):
         tasks.load_classifier("minilm", [ticket("a", "x", "pets")], smoke)
