@@ -47,16 +47,7 @@ def one_seed(profile: str, seed: int, reader_name: str) -> dict:
     start = time.perf_counter()
     results = harness.evaluate_phrasings(systems, sample, settings)
     eval_seconds = time.perf_counter() - start
-    judged = {}  # (phrasing, answerable) -> mean probability that the answer opens with the abstention
-    phrasings = {"canonical": sample,  # as harness.evaluate_phrasings asks them
-                 "variant": [harness.as_phrasing(q, n) for n, q in enumerate(sample)]}
-    for phrasing, questions_asked in phrasings.items():
-        for answerable in (True, False):
-            asked = [q for q in questions_asked if q.answerable == answerable]
-            chances = [raft.abstention_probability(reader.model, reader.tokenizer, rag.build_prompt(
-                q.question, retrieval.retrieve(q.question, settings.profile.rag_k, collection,
-                                               settings=settings), reader.tokenizer)) for q in asked]
-            judged[(phrasing, answerable)] = sum(chances) / len(chances) if chances else float("nan")
+    judged = judgement(reader, sample, collection, settings)
     summaries = {key: result.summary() for key, result in results.items()}
     free = {key: value["free"] for key, value in summaries.items()}
     pooled = {s.name: harness.pooled_summary(results, s.name)["free"] for s in systems}
@@ -68,6 +59,22 @@ def one_seed(profile: str, seed: int, reader_name: str) -> dict:
         "reads_better": pooled["RAFT + RAG"]["value"] > pooled["base + RAG"]["value"],
         "no_memory": claims.compare_intervals(pooled["RAFT alone"], pooled["base"]) <= 0,
     }
+
+
+def judgement(reader, sample, collection, settings) -> dict[tuple[str, bool], float]:
+    """(phrasing, answerable) -> the mean probability that the reader's answer opens with the
+    abstention, each question asked as :func:`harness.evaluate_phrasings` asks it, with the
+    profile's ``rag_k`` retrieved chunks."""
+    phrasings = {"canonical": sample, "variant": [harness.as_phrasing(q, n) for n, q in enumerate(sample)]}
+    judged = {}
+    for phrasing, asked in phrasings.items():
+        for answerable in (True, False):
+            chances = [raft.abstention_probability(reader.model, reader.tokenizer, rag.build_prompt(
+                q.question, retrieval.retrieve(q.question, settings.profile.rag_k, collection,
+                                               settings=settings), reader.tokenizer))
+                       for q in asked if q.answerable == answerable]
+            judged[(phrasing, answerable)] = sum(chances) / len(chances) if chances else float("nan")
+    return judged
 
 
 def fmt(interval: dict) -> str:
