@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="the model that reads the context: the base model, or the reader "
                           "trained by retrieval-augmented fine-tuning (raft.ensure_reader)")
     ask.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                     help="abstain when the best chunk's cosine similarity is below this "
+                     help="abstain when no retrieved chunk's cosine similarity reaches this "
                           "(default: %(default)s)")
     ask.set_defaults(run=cmd_ask)
     classify = commands.add_parser(

@@ -21,8 +21,8 @@ DEFAULT_WINDOW = 2048  # context window when neither the model nor the tokenizer
 # kept, so only the speed changes.
 PROMPT_LOOKUP = 10
 
-# Cosine similarity of the best chunk below which the bot abstains without calling the model;
-# notebook 04 measures where real, unanswerable and off-topic questions fall.
+# Cosine similarity of the most similar retrieved chunk below which the bot abstains without
+# calling the model; notebook 04 measures where real, unanswerable and off-topic questions fall.
 DEFAULT_THRESHOLD = 0.35
 
 SYSTEM_WITH_CONTEXT = (
@@ -231,13 +231,21 @@ def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     return generate_answers(model, tokenizer, [prompt], max_new_tokens)[0].text
 
 
+def best_score(chunks: Sequence[RetrievedChunk]) -> float | None:
+    """The highest cosine similarity among ``chunks`` (None for none). Hybrid retrieval may rank
+    a chunk that shares the question's words above one that means the same, so the first chunk
+    is not always the most similar."""
+    return max((chunk.score for chunk in chunks), default=None)
+
+
 def _retrieve(question: str, k: int, collection, settings: Settings, method: str,
               threshold: float) -> tuple[list[RetrievedChunk], float, bool]:
     """The ``k`` chunks for ``question``, the milliseconds it took, and whether to abstain."""
     start = time.perf_counter()
     chunks = retrieve(question, k, collection, settings=settings, method=method)
     retrieval_ms = (time.perf_counter() - start) * 1000
-    return chunks, retrieval_ms, not chunks or chunks[0].score < threshold
+    best = best_score(chunks)
+    return chunks, retrieval_ms, best is None or best < threshold
 
 
 def answer(question: str, *, model, tokenizer, collection=None, k: int | None = None,
@@ -248,9 +256,10 @@ def answer(question: str, *, model, tokenizer, collection=None, k: int | None = 
     """Answer ``question`` from the ``k`` best chunks, or abstain without calling the model.
 
     ``k`` defaults to the profile's ``rag_k``; ``method`` is the retrieval method
-    (:func:`ragft_helpers.retrieval.retrieve`). The bot abstains (:data:`ABSTAIN_TEXT`) when the
-    best chunk's cosine similarity is below ``threshold``. ``k=0`` or ``use_retrieval=False``
-    asks the same model with no context (the "without retrieval" side of the comparison).
+    (:func:`ragft_helpers.retrieval.retrieve`). The bot abstains (:data:`ABSTAIN_TEXT`) when even
+    the most similar chunk's cosine similarity (:func:`best_score`) is below ``threshold``.
+    ``k=0`` or ``use_retrieval=False`` asks the same model with no context (the "without
+    retrieval" side of the comparison).
     Decoding is greedy (with prompt lookup, :data:`PROMPT_LOOKUP`); ``max_new_tokens`` defaults
     to the profile's. A question longer than a quarter of the model's context window is cut,
     with a warning. The answer reports retrieval, prefill (time to the first new token) and

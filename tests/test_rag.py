@@ -89,6 +89,25 @@ def test_below_the_threshold_the_bot_abstains_without_calling_the_model(collecti
     assert result.sources and result.sources[0].score < 0.9 and result.retrieval_ms > 0
 
 
+def test_the_threshold_reads_the_most_similar_chunk_not_the_first_ranked(monkeypatch, collection,
+                                                                          settings, tiny):
+    # Hybrid retrieval can rank a chunk that shares the question's words (low cosine) above one
+    # that means the same (high cosine): the bot must still answer.
+    model, tokenizer = tiny
+    ranked = {"words first": [_chunk("Fares for seniors.", score=0.30),
+                              _chunk("Passengers aged 65 and over pay less.", score=0.62)],
+              "all unrelated": [_chunk("Fares for seniors.", score=0.30),
+                                _chunk("The pier has a car park.", score=0.20)]}
+    monkeypatch.setattr(rag, "retrieve", lambda question, *args, **kwargs: ranked[question])
+    answered = rag.answer("words first", model=model, tokenizer=tokenizer, collection=collection,
+                          threshold=0.35, settings=settings, max_new_tokens=2)
+    assert not answered.abstained and answered.prompt and rag.best_score(answered.sources) == 0.62
+    refused = rag.answer("all unrelated", model=ModelMustNotRun(), tokenizer=tokenizer,
+                         collection=collection, threshold=0.35, settings=settings)
+    assert refused.abstained and refused.prompt == ""
+    assert rag.best_score([]) is None
+
+
 def test_the_default_threshold_separates_off_topic_from_real_questions(collection):
     off_topic = retrieval.retrieve("Who won the football World Cup in 2018?", k=1, collection=collection)
     on_topic = retrieval.retrieve("How many dogs may a passenger bring?", k=1, collection=collection)

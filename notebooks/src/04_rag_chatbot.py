@@ -246,7 +246,8 @@ print(f"with retrieval the median answer took {slowdown:.1f}× as long as withou
 # line above gives this run's ratio.
 #
 # ## Step 6 — Saying "I don't know"
-# Two defences: a **relevance threshold** (if the best chunk's similarity is below it, the bot
+# Two defences: a **relevance threshold** (if even the most similar retrieved chunk's similarity is
+# below it — `rag.best_score`; hybrid retrieval does not always rank that chunk first — the bot
 # abstains without calling the model), and the **instruction** to say "I don't know" when the
 # context does not contain the answer.
 
@@ -255,7 +256,7 @@ off_topic = ["What is the capital of Australia?", "How do I bake sourdough bread
              "Who won the football world cup in 2014?"]
 off_topic_replies = [rag.answer(text, model=model, tokenizer=tokenizer, collection=collection,
                                 settings=settings) for text in off_topic]
-pd.DataFrame([{"question": text, "best score": round(r.sources[0].score, 3) if r.sources else None,
+pd.DataFrame([{"question": text, "best score": round(rag.best_score(r.sources), 3) if r.sources else None,
                "abstained by threshold": r.abstained, "answer": r.text}
               for text, r in zip(off_topic, off_topic_replies)])
 
@@ -263,7 +264,7 @@ pd.DataFrame([{"question": text, "best score": round(r.sources[0].score, 3) if r
 # Checkpoints: off-topic questions stop at the threshold, without a model call — and exactly the
 # replies whose best chunk scores below the threshold do.
 assert sum(r.abstained and r.prompt == "" for r in off_topic_replies) >= 2
-assert all(r.abstained == (r.sources[0].score < rag.DEFAULT_THRESHOLD) for r in off_topic_replies)
+assert all(r.abstained == (rag.best_score(r.sources) < rag.DEFAULT_THRESHOLD) for r in off_topic_replies)
 
 # %% [markdown]
 # Harder: questions *about the company* that the knowledge base does not answer. Their best
