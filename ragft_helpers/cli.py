@@ -190,12 +190,14 @@ def _print_record(record: dict) -> None:
 
 def cmd_ask(args) -> int:
     """Answer questions from an indexed collection with the notebooks' own ``rag.answer``."""
-    from ragft_helpers import rag, store
+    from ragft_helpers import rag, retrieval, store
 
     settings = get_settings()
     questions = _questions(args)
     collection = store.existing_collection(settings, args.collection)
     store.require_index(collection)
+    loading = retrieval.warm_up(collection, settings=settings, method=args.retrieval)
+    print(f"retriever loaded in {loading:.1f} s (not counted in the answers' retrieval times)")
     if args.reader == "raft":
         from ragft_helpers import raft
 

@@ -363,9 +363,17 @@ class ClassifierKind:
     name: str
     base: str  # "encoder" (MiniLM) or "causal-lm"
     lora: bool = False
+    attention: str | None = None  # transformers' attn_implementation; None: the library's default
 
 
-CLASSIFIERS = {kind.name: kind for kind in (ClassifierKind("minilm", "encoder"),
+# MiniLM computes attention with plain matrix products ("eager"): for messages of a few dozen
+# tokens torch's fused CPU attention (sdpa) spends most of a training step in its backward pass.
+# One step of 16 messages, the same losses: 0.22 s with sdpa, 0.13 s eager
+# (benchmarks/bench_classifier_training.py measures both in one process).
+ENCODER_ATTENTION = "eager"
+
+CLASSIFIERS = {kind.name: kind for kind in (ClassifierKind("minilm", "encoder",
+                                                           attention=ENCODER_ATTENTION),
                                             ClassifierKind("lm-full", "causal-lm"),
                                             ClassifierKind("lm-lora", "causal-lm", lora=True))}
 
@@ -438,6 +446,8 @@ def classifier_spec(kind_name: str, train: Sequence[Ticket], labels: Sequence[st
             "min_steps": p.task_min_steps,
             "warmup_fraction": p.warmup_fraction, "seed": settings.seed,
             **classifier_budget(kind, settings)}
+    if kind.attention is not None:
+        spec["attention"] = kind.attention
     if kind.lora:
         spec["lora_rank"] = p.lora_rank
     return spec
@@ -482,10 +492,12 @@ def _load_base(kind: ClassifierKind, labels: Sequence[str], settings: Settings, 
     location = str(folder) if folder is not None else base.location
     local = folder is not None or base.source != SOURCE_HUB
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(location, local_files_only=local))
+    attention = {} if kind.attention is None else {"attn_implementation": kind.attention}
     with _new_head_expected():
         model = AutoModelForSequenceClassification.from_pretrained(
             location, local_files_only=local, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+            **attention)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 

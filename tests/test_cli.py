@@ -197,6 +197,7 @@ def test_ask_answers_one_question_and_a_batch_with_sources(cli_env, tmp_path, ca
     out = capsys.readouterr().out
     assert "Q: How much is the Tern Card?" in out and "1. ferries.md > Ferries > Tern Card" in out
     assert "ms, generation" in out and "(prefill" in out and "ms, decode" in out
+    assert "retriever loaded in" in out  # at start-up, outside the first answer's retrieval time
     batch = tmp_path / "q.jsonl"
     batch.write_text('{"question": "Can dogs travel?"}\n\n{"question": "Tern Card price?"}\n')
     out_file = tmp_path / "answers.jsonl"

@@ -419,6 +419,30 @@ def test_minilm_trains_with_fused_adamw_and_its_folder_is_keyed_by_the_optimiser
     assert folder != tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
 
 
+def test_minilm_attends_by_plain_matrix_products_with_the_same_logits(smoke, monkeypatch):
+    """MiniLM skips torch's fused attention kernel (slow backward on short messages) and scores
+    every message as the library's default attention does; its folder is keyed by the choice."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    kind = tasks.CLASSIFIERS["minilm"]
+    model, tokenizer = tasks._load_base(kind, tasks.ORIGINAL_LABELS, smoke)
+    default = AutoModelForSequenceClassification.from_pretrained(
+        tasks._base(kind, smoke).location, num_labels=len(tasks.ORIGINAL_LABELS))
+    default.load_state_dict(model.state_dict())
+    batch = tokenizer(["can i bring my dog", "Dear Sir, my crossing on 3 May was cancelled and I "
+                       "would like my money back, please."], padding=True, return_tensors="pt")
+    with torch.inference_mode(), torch.profiler.profile() as profile:
+        logits = model.eval()(**batch).logits
+    assert not [e.key for e in profile.key_averages() if "scaled_dot_product" in e.key]
+    with torch.inference_mode():
+        assert torch.allclose(logits, default.eval()(**batch).logits, atol=1e-5)
+    train = [ticket("a", "my dog", "pets")]
+    folder = tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+    monkeypatch.setitem(tasks.CLASSIFIERS, "minilm", replace(kind, attention="sdpa"))
+    assert folder != tasks.classifier_dir("minilm", train, tasks.ORIGINAL_LABELS, smoke)
+
+
 def test_loading_an_untrained_classifier_names_what_trains_it(smoke):
     with pytest.raises(AssetError, match="notebook 07.*ensure_classifier"):
         tasks.load_classifier("minilm", [ticket("a", "x", "pets")], smoke)
