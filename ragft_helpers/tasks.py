@@ -367,8 +367,8 @@ class ClassifierKind:
 
 
 # MiniLM computes attention with plain matrix products ("eager"): for messages of a few dozen
-# tokens torch's fused CPU attention (sdpa) spends most of a training step in its backward pass.
-# One step of 16 messages, the same losses: 0.22 s with sdpa, 0.13 s eager
+# tokens the backward pass of torch's fused CPU attention (sdpa) is the slower one. The
+# smoke classifier, 75 steps: 16.8 s with sdpa, 15.5 s eager, the same losses
 # (benchmarks/bench_classifier_training.py measures both in one process).
 ENCODER_ATTENTION = "eager"
 
