@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import ragft_helpers  # noqa: F401  (before transformers: sets offline mode when the hub is unreachable)
 from ragft_helpers import config, retrieval, store, tasks
 from ragft_helpers.config import get_settings
+from ragft_helpers.retrieval_metrics import retrieval_quality
 
 RESULTS = Path(__file__).resolve().parent / "results" / "messages-retrieval.md"
 TIMETABLES = {"timetable-dunmarrow-crossing.md", "timetable-holm-link.md",
@@ -46,19 +46,19 @@ METHODS = ("dense", "bm25", "hybrid")
 KS = (1, 3)
 
 
-def hits(messages, collection, settings, method: str) -> dict[str, dict[int, list[bool]]]:
-    """Per intent and k, whether each message's articles were among the k best chunks."""
-    found: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+def ranks(messages, collection, settings, method: str):
+    """One row per message: its intent as ``type`` and the ``rank`` of the first chunk from one of
+    its intent's articles among the ``max(KS)`` best (NaN when none is), the shape
+    :func:`~ragft_helpers.retrieval_metrics.retrieval_quality` summarises."""
+    import pandas as pd
+
+    rows = []
     for message in messages:
         sources = [c.metadata["source"] for c in
                    retrieval.retrieve(message.text, max(KS), collection, settings=settings, method=method)]
-        for k in KS:
-            found[message.label][k].append(bool(ARTICLES[message.label] & set(sources[:k])))
-    return found
-
-
-def share(values: list[bool]) -> float:
-    return sum(values) / len(values)
+        found = [rank for rank, source in enumerate(sources, start=1) if source in ARTICLES[message.label]]
+        rows.append({"type": message.label, "rank": found[0] if found else None})
+    return pd.DataFrame(rows).astype({"rank": float})
 
 
 def main() -> None:
@@ -67,21 +67,20 @@ def main() -> None:
         settings = get_settings({**os.environ, "RAGFT_CACHE_DIR": cache, "RAGFT_PROFILE": "smoke"})
         collection = store.open_collection(settings)
         store.index_folder(config.KNOWLEDGE_DIR, collection, progress=False, settings=settings)
-        results = {method: hits(messages, collection, settings, method) for method in METHODS}
-    labels = sorted(ARTICLES)
+        results = {method: ranks(messages, collection, settings, method) for method in METHODS}
+    quality = {method: retrieval_quality(results[method], KS) for method in METHODS}
     lines = ["# Retrieval on customer messages", "", "`python benchmarks/bench_messages.py`", "",
              f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(messages)} messages of "
              f"`data/tickets/` (every split; `complaint` has no article), each found when an article of "
              "its intent is among the k best chunks.", "",
              "| method | hit@1 | hit@3 |", "| --- | ---: | ---: |"]
     for method in METHODS:
-        pooled = {k: [hit for label in labels for hit in results[method][label][k]] for k in KS}
-        lines.append(f"| {method} | {share(pooled[1]):.3f} | {share(pooled[3]):.3f} |")
+        overall = quality[method].loc["all"]
+        lines.append(f"| {method} | {overall['hit@1']:.3f} | {overall['hit@3']:.3f} |")
     lines += ["", "By intent, hybrid (the default):", "", "| intent | messages | hit@1 | hit@3 |",
               "| --- | ---: | ---: | ---: |"]
-    for label in labels:
-        found = results["hybrid"][label]
-        lines.append(f"| {label} | {len(found[1])} | {share(found[1]):.2f} | {share(found[3]):.2f} |")
+    for label, row in quality["hybrid"].drop("all").sort_index().iterrows():
+        lines.append(f"| {label} | {int(row['questions'])} | {row['hit@1']:.2f} | {row['hit@3']:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
