@@ -196,14 +196,14 @@ def cmd_ask(args) -> int:
     questions = _questions(args)
     collection = store.existing_collection(settings, args.collection)
     store.require_index(collection)
-    loading = retrieval.warm_up(collection, settings=settings, method=args.retrieval)
-    print(f"retriever loaded in {loading:.1f} s (not counted in the answers' retrieval times)")
     if args.reader == "raft":
         from ragft_helpers import raft
 
         resolved = raft.load_reader(raft.CHAT_READER, settings)  # trains nothing: an error names what does
     else:
         resolved = assets.load_causal_lm(settings)
+    loading = retrieval.warm_up(collection, settings=settings, method=args.retrieval)
+    print(f"retriever loaded in {loading:.1f} s (not counted in the answers' retrieval times)")
     records = []
     for question in questions:
         reply = rag.answer(question, model=resolved.model, tokenizer=resolved.tokenizer,
