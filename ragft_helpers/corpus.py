@@ -31,6 +31,7 @@ metadata; chunks of other documents carry none of them. Retrieval uses them (:mo
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import string
@@ -161,33 +162,44 @@ def _read_text(path: Path) -> str | None:
 
 
 def load_documents(folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> list[Document]:
-    """Every file under ``folder`` matching ``patterns`` (recursive, sorted by relative path).
+    """Every file under ``folder`` whose name matches one of ``patterns`` in any case (recursive,
+    sorted by relative path).
 
     Files in hidden folders (such as Jupyter's ``.ipynb_checkpoints``) are ignored. Unreadable,
-    binary (NUL bytes) or non-UTF-8 files are skipped with one warning naming them all.
+    binary (NUL bytes), non-UTF-8 or empty files are skipped with one warning naming them all;
+    files that match no pattern (a ``.html`` or ``.pdf`` page) with another, which says which
+    kinds are read, so a document left out is never left out silently.
     """
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise FileNotFoundError(f"The document folder {folder} does not exist.")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file: pass the folder that holds the documents.")
-    paths = {path for pattern in patterns for path in folder.rglob(pattern)
-             if path.is_file() and not any(part.startswith(".")
-                                           for part in path.relative_to(folder).parts)}
+    visible = [path for path in folder.rglob("*")
+               if path.is_file() and not any(part.startswith(".")
+                                             for part in path.relative_to(folder).parts)]
+    paths = {path for path in visible  # "Guide.MD" is read like "guide.md"
+             if any(fnmatch.fnmatch(path.name.lower(), pattern.lower()) for pattern in patterns)}
+    kinds = ", ".join(p.lstrip("*") for p in patterns)
     documents, skipped = [], []
     for path in sorted(paths, key=lambda p: p.relative_to(folder).as_posix()):
         source = path.relative_to(folder).as_posix()
         text = _read_text(path)
-        if text is None:
+        if text is None or not text.strip():
             skipped.append(source)
             continue
         documents.append(Document(path, document_title(text, path), text, source, folder.name))
+    other = sorted(path.relative_to(folder).as_posix() for path in visible if path not in paths)
+    if other:
+        warnings.warn(f"Not indexed: {len(other)} file(s) in {folder} of a kind it does not read "
+                      f"({', '.join(other)}); only {kinds} files are indexed, so save those as "
+                      f"one of them (e.g. a web page's text as .md) to include them.", stacklevel=2)
     if skipped:
-        warnings.warn(f"Skipped {len(skipped)} file(s) in {folder} that are unreadable or not "
-                      f"UTF-8 text: {', '.join(skipped)}", stacklevel=2)
+        warnings.warn(f"Skipped {len(skipped)} file(s) in {folder} that are empty, unreadable or "
+                      f"not UTF-8 text: {', '.join(skipped)}", stacklevel=2)
     if not documents:
         raise ValueError(f"No readable documents in {folder}: put text files ending in "
-                         f"{', '.join(p.lstrip('*') for p in patterns)} there (UTF-8).")
+                         f"{kinds} there (UTF-8).")
     return documents
 
 

@@ -155,8 +155,11 @@ def test_load_documents_is_recursive_sorted_and_finds_titles(tmp_path):
     (tmp_path / "notes.csv").write_text("ignored,file\n")
     (tmp_path / ".ipynb_checkpoints").mkdir()
     (tmp_path / ".ipynb_checkpoints" / "b-checkpoint.md").write_text("# Copy\n")
-    docs = load_documents(tmp_path)
+    with pytest.warns(UserWarning, match="Not indexed") as record:
+        docs = load_documents(tmp_path)
     assert [d.source for d in docs] == ["a.txt", "b.md", "sub/a.raw"]
+    assert len(record) == 1 and "notes.csv" in str(record[0].message)  # the hidden copy is not named
+    assert "checkpoint" not in str(record[0].message)
     assert [d.title for d in docs] == ["a", "Real Title", "Wiki Title"]
     assert docs[0].text == "No heading at all.\nSecond line.\n"
     assert {d.folder for d in docs} == {tmp_path.name}
@@ -172,6 +175,21 @@ def test_binary_and_non_utf8_files_are_skipped_with_one_warning(tmp_path):
     assert len(record) == 1
     message = str(record[0].message)
     assert "image.md" in message and "latin1.txt" in message
+
+
+def test_files_of_other_kinds_and_empty_files_are_named_in_warnings(tmp_path):
+    (tmp_path / "Guide.MD").write_text("# Guide\n\nThe cafe opens at 07:45.\n")
+    (tmp_path / "wifi.html").write_text("<h1>Wifi</h1><p>Free wifi on board.</p>")
+    (tmp_path / "timetable.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "empty.md").write_text("  \n\n")
+    with pytest.warns(UserWarning) as record:
+        docs = load_documents(tmp_path)
+    assert [d.source for d in docs] == ["Guide.MD"]  # read in any case
+    messages = [str(r.message) for r in record]
+    assert len(messages) == 2
+    other, empty = messages
+    assert "wifi.html" in other and "timetable.pdf" in other and ".md" in other and ".txt" in other
+    assert "empty.md" in empty and "empty" in empty
 
 
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
