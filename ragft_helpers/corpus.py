@@ -161,6 +161,12 @@ def _read_text(path: Path) -> str | None:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _names(sources: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` of ``sources``, and how many more there are."""
+    more = f" and {len(sources) - shown} more" if len(sources) > shown else ""
+    return ", ".join(sources[:shown]) + more
+
+
 def load_documents(folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> list[Document]:
     """Every file under ``folder`` whose name matches one of ``patterns`` in any case (recursive,
     sorted by relative path).
@@ -192,11 +198,11 @@ def load_documents(folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERN
     other = sorted(path.relative_to(folder).as_posix() for path in visible if path not in paths)
     if other:
         warnings.warn(f"Not indexed: {len(other)} file(s) in {folder} of a kind it does not read "
-                      f"({', '.join(other)}); only {kinds} files are indexed, so save those as "
+                      f"({_names(other)}); only {kinds} files are indexed, so save those as "
                       f"one of them (e.g. a web page's text as .md) to include them.", stacklevel=2)
     if skipped:
         warnings.warn(f"Skipped {len(skipped)} file(s) in {folder} that are empty, unreadable or "
-                      f"not UTF-8 text: {', '.join(skipped)}", stacklevel=2)
+                      f"not UTF-8 text: {_names(skipped)}", stacklevel=2)
     if not documents:
         raise ValueError(f"No readable documents in {folder}: put text files ending in "
                          f"{kinds} there (UTF-8).")

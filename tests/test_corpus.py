@@ -190,6 +190,13 @@ def test_files_of_other_kinds_and_empty_files_are_named_in_warnings(tmp_path):
     other, empty = messages
     assert "wifi.html" in other and "timetable.pdf" in other and ".md" in other and ".txt" in other
     assert "empty.md" in empty and "empty" in empty
+    for n in range(12):  # a folder full of other files: the warning names ten and counts the rest
+        (tmp_path / f"photo{n:02}.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "empty.md").unlink()
+    with pytest.warns(UserWarning, match="Not indexed: 14 file") as record:
+        load_documents(tmp_path)
+    assert len(record) == 1
+    assert "photo00.jpg" in str(record[0].message) and "and 4 more" in str(record[0].message)
 
 
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
